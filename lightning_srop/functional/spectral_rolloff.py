@@ -1,0 +1,306 @@
+"""Spectral roll-off points (SROPs) of 1-D and 2-D maps, vectorized over all maps.
+
+Pure tensor math: no Lightning, no logging, no hooks (see ``SPEC.md`` of the project).
+
+The pipeline for a chunk of ``m`` maps of size ``H x W`` (1-D maps are ``1 x L``):
+
+1. ``rfft2`` (half spectrum, ``H x (W // 2 + 1)`` bins);
+2. the bins are gathered in increasing radius order (a cached *radius plan* per shape and
+   device) and their power is weighted by the Hermitian multiplicity of each half-spectrum bin
+   (1 or 2), the DC bin weighted 0 unless ``keep_dc``;
+3. cumulative sum along that order, and a binary search for the first bin whose cumulative
+   energy reaches ``roll_percent`` of the total: its radius is the SROP.
+
+Ties in radius are exact: the plan sorts bins by the integer key ``k^2 W^2 + l^2 H^2``, so a
+shell of equal radius is never split by rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["DEFAULT_MAX_CHUNK_BYTES", "MAX_RADIUS_1D", "MAX_RADIUS_2D", "spectral_rolloff"]
+
+#: Largest radial frequency of a 2-D map, in cycles per pixel: ``sqrt(2) / 2``.
+MAX_RADIUS_2D: Final[float] = math.sqrt(2.0) / 2.0
+#: Largest frequency of a 1-D map, in cycles per sample.
+MAX_RADIUS_1D: Final[float] = 0.5
+#: Default bound on the extra memory one call allocates at a time, per device type.
+DEFAULT_MAX_CHUNK_BYTES: Final[dict[str, int]] = {"cpu": 32 * 2**20, "cuda": 1024 * 2**20}
+_FALLBACK_CHUNK_BYTES: Final[int] = 256 * 2**20
+
+# A map whose kept spectral energy is below this share of its total energy (DC included) is
+# "flat": its non-DC spectrum is only the FFT's rounding of a constant (measured: about
+# 1e-14 of the total in float32), not content.
+_FLAT_TOLERANCE: Final[dict[torch.dtype, float]] = {
+    torch.float32: (16 * torch.finfo(torch.float32).eps) ** 2,
+    torch.float64: (16 * torch.finfo(torch.float64).eps) ** 2,
+}
+
+_STATUS_OK: Final[int] = 0
+_STATUS_FLAT: Final[int] = 1
+_STATUS_INVALID: Final[int] = 2
+
+
+class RolloffResult(NamedTuple):
+    """SROPs together with the reason a map has none.
+
+    Attributes:
+        srop: float32 SROPs, NaN where the map is flat or invalid.
+        flat: bool, the map has no spectral energy outside the bins left out (e.g. constant).
+        invalid: bool, the map holds NaN or Inf values.
+    """
+
+    srop: Tensor
+    flat: Tensor
+    invalid: Tensor
+
+
+@dataclass(frozen=True)
+class _RadiusPlan:
+    """Half-spectrum bins of one map shape, sorted by radius.
+
+    Attributes:
+        order: int64 indices into the flattened ``H x (W // 2 + 1)`` half spectrum.
+        radius: radius of each sorted bin, in cycles per pixel (float32 and float64 copies).
+        weight: Hermitian multiplicity of each sorted bin, DC included (weight 1).
+        weight_no_dc: the same with the DC bin (always first in the order) weighted 0.
+    """
+
+    order: Tensor
+    radius: dict[torch.dtype, Tensor]
+    weight: dict[torch.dtype, Tensor]
+    weight_no_dc: dict[torch.dtype, Tensor]
+
+
+_PLAN_CACHE: dict[tuple[int, int, str], _RadiusPlan] = {}
+
+
+def _radius_plan(height: int, width: int, device: torch.device) -> _RadiusPlan:
+    """Return (and cache per device) the radius plan of ``height x width`` maps."""
+    key = (height, width, str(device))
+    plan = _PLAN_CACHE.get(key)
+    if plan is not None:
+        return plan
+    half = width // 2 + 1
+    k = torch.arange(height, dtype=torch.int64)
+    k = torch.minimum(k, height - k)  # folded |f_y| * H
+    l_idx = torch.arange(half, dtype=torch.int64)  # |f_x| * W, already in [0, W/2]
+    # r^2 * H^2 * W^2 = k^2 W^2 + l^2 H^2, an exact integer key.
+    key_grid = (k[:, None] ** 2) * width**2 + (l_idx[None, :] ** 2) * height**2
+    flat_key = key_grid.reshape(-1)
+    order = torch.sort(flat_key, stable=True).indices
+    radius64 = flat_key[order].to(torch.float64).sqrt() / (height * width)
+    weight_grid = torch.full((height, half), 2.0, dtype=torch.float64)
+    weight_grid[:, 0] = 1.0
+    if width % 2 == 0:
+        weight_grid[:, -1] = 1.0
+    weight64 = weight_grid.reshape(-1)[order]
+    weight_no_dc64 = weight64.clone()
+    weight_no_dc64[0] = 0.0  # the DC bin has key 0, so it is first in the stable order
+    dtypes = (torch.float32, torch.float64)
+    plan = _RadiusPlan(
+        order=order.to(device),
+        radius={dt: radius64.to(device=device, dtype=dt) for dt in dtypes},
+        weight={dt: weight64.to(device=device, dtype=dt) for dt in dtypes},
+        weight_no_dc={dt: weight_no_dc64.to(device=device, dtype=dt) for dt in dtypes},
+    )
+    _PLAN_CACHE[key] = plan
+    return plan
+
+
+def _check_options(roll_percent: object, ndim: object, keep_dc: object, where: str) -> None:
+    """Check the options shared by the function, the Metric and the callback."""
+    if isinstance(ndim, bool) or ndim not in (1, 2):
+        raise ValueError(f"{where}: expected `ndim` to be 1 or 2, got {ndim!r}.")
+    if isinstance(roll_percent, bool) or not isinstance(roll_percent, (int, float)):
+        raise TypeError(
+            f"{where}: expected `roll_percent` to be a float in (0, 1], "
+            f"got {type(roll_percent).__name__} {roll_percent!r}."
+        )
+    if not 0.0 < float(roll_percent) <= 1.0:
+        raise ValueError(
+            f"{where}: expected `roll_percent` in (0, 1], got {roll_percent!r} "
+            "(the share of spectral energy below the roll-off, e.g. 0.85)."
+        )
+    if not isinstance(keep_dc, bool):
+        raise TypeError(f"{where}: expected `keep_dc` to be a bool, got {keep_dc!r}.")
+
+
+def _check_inputs(x: object, roll_percent: object, ndim: object, keep_dc: object) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"spectral_rolloff: expected `x` to be a torch.Tensor, got {type(x).__name__}.")
+    _check_options(roll_percent, ndim, keep_dc, "spectral_rolloff")
+    assert isinstance(x, Tensor)
+    if x.is_complex():
+        raise TypeError(
+            f"spectral_rolloff: expected a real floating-point tensor, got complex dtype {x.dtype}; "
+            "pass the feature maps themselves, not their spectrum."
+        )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"spectral_rolloff: expected a floating-point tensor (float16, bfloat16, float32 or "
+            f"float64), got {x.dtype}; convert with `x.float()`."
+        )
+    if x.dim() < int(ndim):  # type: ignore[call-overload]
+        raise ValueError(
+            f"spectral_rolloff: expected a tensor with at least ndim={ndim} dimensions "
+            f"(the map's {'H, W' if ndim == 2 else 'L'}), got shape {tuple(x.shape)}."
+        )
+    if any(s == 0 for s in x.shape[x.dim() - int(ndim) :]):  # type: ignore[call-overload]
+        raise ValueError(
+            f"spectral_rolloff: expected non-empty maps, got map size "
+            f"{tuple(x.shape[x.dim() - int(ndim):])} in shape {tuple(x.shape)}."  # type: ignore[call-overload]
+        )
+
+
+def _iter_map_chunks(x: Tensor, lead: int, map_shape: tuple[int, int], maps: int) -> Iterator[Tensor]:
+    """Yield ``(m, H, W)`` chunks of the maps of ``x`` in row-major order, ``m <= maps``.
+
+    ``x`` has ``lead`` leading dims before the map dims. Slices are taken along the leading
+    dims, so a tensor whose leading dims cannot be merged without a copy (channels_last, a
+    permuted view) is only ever copied one chunk at a time.
+    """
+    if lead == 0:
+        yield x.reshape(1, *map_shape)
+        return
+    per_row = math.prod(x.shape[1:lead])
+    if per_row <= maps or lead == 1:
+        step = max(1, maps // max(per_row, 1))
+        for start in range(0, x.shape[0], step):
+            yield x[start : start + step].reshape(-1, *map_shape)
+    else:
+        for row in x:
+            yield from _iter_map_chunks(row, lead - 1, map_shape, maps)
+
+
+def _rolloff_chunk(
+    maps: Tensor, plan: _RadiusPlan, roll_percent: float, keep_dc: bool, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """SROP codes of one ``(m, H, W)`` chunk: the radius (NaN where none) and a status code."""
+    if maps.dtype != dtype:
+        maps = maps.to(dtype)
+    spectrum = torch.fft.rfft2(maps)  # (m, H, W//2+1) complex
+    m = spectrum.shape[0]
+    pairs = torch.view_as_real(spectrum).reshape(m, -1, 2).index_select(1, plan.order)
+    power = pairs.square_().sum(-1)  # (m, B) in radius order
+    dc_power = power[:, 0].clone()
+    power.mul_(plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype])
+    cumulative = power.cumsum_(1)
+    kept = cumulative[:, -1]
+    total = kept if keep_dc else kept + dc_power
+    threshold = (kept * roll_percent).unsqueeze(1)
+    index = torch.searchsorted(cumulative, threshold).squeeze(1)
+    index.clamp_(max=cumulative.shape[1] - 1)
+    srop = plan.radius[dtype].index_select(0, index.reshape(-1))
+    invalid = ~torch.isfinite(total)
+    flat = (kept <= total * _FLAT_TOLERANCE[dtype]) & ~invalid
+    status = flat.to(torch.uint8) * _STATUS_FLAT + invalid.to(torch.uint8) * _STATUS_INVALID
+    srop = torch.where(status == _STATUS_OK, srop, torch.full_like(srop, math.nan))
+    return srop, status
+
+
+def _spectral_rolloff_impl(
+    x: Tensor,
+    roll_percent: float = 0.85,
+    ndim: int = 2,
+    keep_dc: bool = False,
+    max_chunk_bytes: int | None = None,
+) -> RolloffResult:
+    """Validate, chunk and compute: the shared helper of the function and the Metric."""
+    _check_inputs(x, roll_percent, ndim, keep_dc)
+    if max_chunk_bytes is not None and (isinstance(max_chunk_bytes, bool) or max_chunk_bytes <= 0):
+        raise ValueError(
+            f"spectral_rolloff: expected `max_chunk_bytes` to be a positive int or None, "
+            f"got {max_chunk_bytes!r}."
+        )
+    lead_shape = tuple(x.shape[: x.dim() - ndim])
+    map_shape: tuple[int, int] = (
+        (int(x.shape[-2]), int(x.shape[-1])) if ndim == 2 else (1, int(x.shape[-1]))
+    )
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n_maps = math.prod(lead_shape)
+    out_srop = torch.empty(n_maps, dtype=torch.float32, device=x.device)
+    out_status = torch.empty(n_maps, dtype=torch.uint8, device=x.device)
+    if n_maps > 0:
+        plan = _radius_plan(map_shape[0], map_shape[1], x.device)
+        height, width = map_shape
+        item = torch.finfo(dtype).bits // 8
+        bins = height * (width // 2 + 1)
+        # spectrum (2 items/bin) + gathered pairs (2) + power/cumsum (1) + a cast copy of the map.
+        per_map = item * (5 * bins + height * width) + 64
+        budget = max_chunk_bytes
+        if budget is None:
+            budget = DEFAULT_MAX_CHUNK_BYTES.get(x.device.type, _FALLBACK_CHUNK_BYTES)
+        maps_per_chunk = max(1, budget // per_map)
+        lead = len(lead_shape)
+        source = x if ndim == 2 else x.unsqueeze(-2)
+        start = 0
+        for chunk in _iter_map_chunks(source, lead, map_shape, maps_per_chunk):
+            srop, status = _rolloff_chunk(chunk, plan, float(roll_percent), keep_dc, dtype)
+            stop = start + chunk.shape[0]
+            out_srop[start:stop] = srop
+            out_status[start:stop] = status
+            start = stop
+    out_srop = out_srop.reshape(lead_shape)
+    out_status = out_status.reshape(lead_shape)
+    return RolloffResult(out_srop, out_status == _STATUS_FLAT, out_status == _STATUS_INVALID)
+
+
+def spectral_rolloff(
+    x: Tensor,
+    roll_percent: float = 0.85,
+    *,
+    ndim: int = 2,
+    keep_dc: bool = False,
+    max_chunk_bytes: int | None = None,
+) -> Tensor:
+    r"""Spectral roll-off point (SROP) of every map in ``x``.
+
+    The SROP of a map is the smallest radial frequency :math:`r` such that the spectral energy
+    of all DFT bins of radius :math:`\le r` is at least ``roll_percent`` of the map's energy.
+    Frequencies are in cycles per pixel of the map's own grid, folded to :math:`[-1/2, 1/2)` per
+    axis, so a 2-D SROP lies in :math:`[0, \sqrt{2}/2]` and a 1-D SROP in :math:`[0, 1/2]`.
+
+    Args:
+        x: real tensor of shape ``(*, H, W)`` (``ndim=2``) or ``(*, L)`` (``ndim=1``); any
+            float dtype (half and bfloat16 are computed in float32, float64 in float64), any
+            strides (channels_last and other non-contiguous views are fine), CPU or CUDA.
+        roll_percent: share :math:`\kappa \in (0, 1]` of the energy below the roll-off.
+        ndim: 2 for maps over the last two dims, 1 for signals over the last dim.
+        keep_dc: keep the DC bin (the map's mean) in the energy. By default it is left out,
+            which is the same as subtracting each map's mean first.
+        max_chunk_bytes: bound on the extra memory allocated at a time; maps are processed in
+            chunks that fit. ``None`` picks a default per device type (32 MiB on CPU, where it
+            also keeps the work in cache, 1 GiB on CUDA).
+
+    Returns:
+        float32 tensor of shape ``x.shape[:-ndim]`` on ``x.device``. Flat maps (no energy in the
+        bins kept, e.g. constant or all-zero maps) and maps holding NaN or Inf give NaN.
+
+    Raises:
+        TypeError: ``x`` is not a real floating-point tensor, or an argument has a wrong type.
+        ValueError: ``ndim`` is not 1 or 2, ``roll_percent`` is outside (0, 1], or ``x`` has
+            fewer than ``ndim`` dims or an empty map.
+
+    Example:
+        A cosine at 3 cycles along the height and 4 along the width of a 32 x 32 map has its
+        whole energy at radius :math:`\sqrt{(3/32)^2 + (4/32)^2} = 5/32`:
+
+        >>> import math, torch
+        >>> i, j = torch.meshgrid(torch.arange(32.), torch.arange(32.), indexing="ij")
+        >>> wave = torch.cos(2 * math.pi * (3 * i / 32 + 4 * j / 32))
+        >>> spectral_rolloff(wave).item() == 5 / 32
+        True
+        >>> spectral_rolloff(torch.randn(8, 16, 28, 28)).shape
+        torch.Size([8, 16])
+        >>> spectral_rolloff(torch.ones(4, 4))  # a constant map is flat
+        tensor(nan)
+    """
+    return _spectral_rolloff_impl(x, roll_percent, ndim, keep_dc, max_chunk_bytes).srop

@@ -1,0 +1,267 @@
+"""Layer-wise SROP statistics as a mergeable torchmetrics ``Metric``.
+
+Every state is fixed-size and reduces by addition (or min / max), so statistics merge exactly
+across batches, in any order, and across processes. Sums are kept in fixed point (int64 at
+``2**-32`` resolution, far below float32's resolution of an SROP), which makes them
+order-independent to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Final
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from lightning_srop.functional.spectral_rolloff import (
+    MAX_RADIUS_1D,
+    MAX_RADIUS_2D,
+    RolloffResult,
+    _check_options,
+    _spectral_rolloff_impl,
+)
+
+__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics"]
+
+#: Quantile levels reported by :meth:`SROPStatistics.compute`, by name.
+QUANTILES: Final[dict[str, float]] = {
+    "q05": 0.05,
+    "q25": 0.25,
+    "median": 0.50,
+    "q75": 0.75,
+    "q95": 0.95,
+}
+
+#: Every key of :meth:`SROPStatistics.compute`.
+STATISTICS: Final[tuple[str, ...]] = (
+    "mean",
+    "std",
+    "min",
+    "max",
+    *QUANTILES,
+    "sample_mean",
+    "sample_std",
+    "count",
+    "flat",
+    "invalid",
+    "flat_fraction",
+    "invalid_fraction",
+)
+
+_FIXED_POINT: Final[float] = 2.0**32
+
+
+def _fixed_sum(values: Tensor) -> Tensor:
+    """Sum of ``values`` in int64 fixed point, exact and independent of order."""
+    return torch.round(values.to(torch.float64) * _FIXED_POINT).to(torch.int64).sum()
+
+
+def _bin_index(values: Tensor, num_bins: int, max_value: float) -> Tensor:
+    index = torch.floor(values.to(torch.float64) * (num_bins / max_value)).to(torch.int64)
+    return index.clamp_(0, num_bins - 1)
+
+
+def _histogram_quantile(hist: Tensor, q: float, max_value: float) -> Tensor:
+    """Quantile ``q`` (NumPy's linear rule) from bin counts, within half a bin of the truth."""
+    counts = hist.to(torch.float64)
+    n = counts.sum()
+    if n <= 0:
+        return torch.tensor(math.nan, dtype=torch.float64, device=hist.device)
+    width = max_value / hist.numel()
+    cumulative = torch.cumsum(counts, 0)
+    rank = q * (n - 1)
+    lo, hi = torch.floor(rank), torch.ceil(rank)
+    frac = rank - lo
+    # 0-based rank r lies in the first bin whose cumulative count exceeds r.
+    ranks = torch.stack([lo, hi]).unsqueeze(1)
+    bins = torch.searchsorted(cumulative, ranks, right=True).squeeze(1).clamp_(max=hist.numel() - 1)
+    centers = (bins.to(torch.float64) + 0.5) * width
+    return centers[0] * (1 - frac) + centers[1] * frac
+
+
+class SROPStatistics(Metric):
+    """Statistics of the SROPs of all maps that a layer produced, mergeable exactly.
+
+    :meth:`update` takes a batch of feature maps ``(N, C, H, W)`` (or ``(N, C, L)`` with
+    ``ndim=1``; any ``(N, *, H, W)`` works, all dims between the first and the map dims count
+    as channels), computes their SROPs with :func:`~lightning_srop.functional.spectral_rolloff`
+    and adds them to fixed-size states: counts of maps (valid, flat, invalid), fixed-point sums
+    of SROPs and squares, min and max, a histogram of SROPs and one of per-sample mean SROPs
+    (the mean over one sample's valid channels). :meth:`compute` turns those into the
+    statistics listed in :data:`STATISTICS`.
+
+    Args:
+        roll_percent: share of spectral energy below the roll-off, in (0, 1].
+        ndim: 2 for ``(.., H, W)`` maps, 1 for ``(.., L)`` signals.
+        keep_dc: keep the DC bin (see :func:`~lightning_srop.functional.spectral_rolloff`).
+        scale: factor applied to every SROP before it is recorded, e.g. ``1 / s`` to report
+            SROPs of a layer of total downscaling ``s`` in cycles per input pixel.
+        num_bins: bins of both histograms; quantiles are within half a bin of the exact ones.
+        max_value: upper edge of the histograms; default the largest possible SROP times
+            ``scale`` (``sqrt(2)/2`` in 2-D, ``1/2`` in 1-D). Larger values fall in the last bin.
+        max_chunk_bytes: memory bound passed to ``spectral_rolloff``.
+        kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
+
+    Example:
+        >>> import torch
+        >>> metric = SROPStatistics()
+        >>> metric.update(torch.randn(4, 8, 16, 16))
+        >>> metric.update(torch.zeros(2, 8, 16, 16))  # flat maps are counted, not averaged
+        >>> stats = metric.compute()
+        >>> int(stats["count"]), int(stats["flat"]), round(float(stats["flat_fraction"]), 3)
+        (32, 16, 0.333)
+        >>> 0.0 < float(stats["q25"]) <= float(stats["median"]) <= float(stats["q75"]) < 0.71
+        True
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    count: Tensor
+    flat: Tensor
+    invalid: Tensor
+    fixed_sum: Tensor
+    fixed_sum_sq: Tensor
+    min_value: Tensor
+    max_value_seen: Tensor
+    hist: Tensor
+    sample_count: Tensor
+    sample_fixed_sum: Tensor
+    sample_fixed_sum_sq: Tensor
+    sample_hist: Tensor
+
+    def __init__(
+        self,
+        roll_percent: float = 0.85,
+        *,
+        ndim: int = 2,
+        keep_dc: bool = False,
+        scale: float = 1.0,
+        num_bins: int = 1024,
+        max_value: float | None = None,
+        max_chunk_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        _check_options(roll_percent, ndim, keep_dc, "SROPStatistics")
+        if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
+            raise ValueError(f"SROPStatistics: expected `num_bins` to be an int >= 2, got {num_bins!r}.")
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f"SROPStatistics: expected `scale` to be a finite float > 0, got {scale!r}.")
+        if max_value is None:
+            max_value = (MAX_RADIUS_2D if ndim == 2 else MAX_RADIUS_1D) * float(scale)
+        if not (isinstance(max_value, (int, float)) and math.isfinite(max_value) and max_value > 0):
+            raise ValueError(
+                f"SROPStatistics: expected `max_value` to be a finite float > 0, got {max_value!r}."
+            )
+        self.roll_percent = float(roll_percent)
+        self.ndim = ndim
+        self.keep_dc = keep_dc
+        self.scale = float(scale)
+        self.num_bins = num_bins
+        self.max_value = float(max_value)
+        self.max_chunk_bytes = max_chunk_bytes
+
+        def zero() -> Tensor:
+            return torch.tensor(0, dtype=torch.int64)
+
+        for name in ("count", "flat", "invalid", "fixed_sum", "fixed_sum_sq"):
+            self.add_state(name, default=zero(), dist_reduce_fx="sum")
+        self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
+        self.add_state(
+            "max_value_seen", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max"
+        )
+        self.add_state("hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum")
+        for name in ("sample_count", "sample_fixed_sum", "sample_fixed_sum_sq"):
+            self.add_state(name, default=zero(), dist_reduce_fx="sum")
+        self.add_state("sample_hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum")
+
+    @property
+    def bin_edges(self) -> Tensor:
+        """The ``num_bins + 1`` histogram edges, float64 on CPU."""
+        return torch.linspace(0.0, self.max_value, self.num_bins + 1, dtype=torch.float64)
+
+    def update(self, maps: Tensor) -> None:
+        """Add the SROPs of a batch of maps of shape ``(N, *, H, W)`` (``(N, *, L)`` in 1-D)."""
+        if not isinstance(maps, Tensor) or maps.dim() < self.ndim + 1:
+            shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
+            raise ValueError(
+                f"SROPStatistics.update: expected maps of shape (N, *, {'H, W' if self.ndim == 2 else 'L'}) "
+                f"with at least {self.ndim + 1} dims, got {shape}."
+            )
+        result = _spectral_rolloff_impl(
+            maps, self.roll_percent, self.ndim, self.keep_dc, self.max_chunk_bytes
+        )
+        self._update_from_rolloff(result)
+
+    def _update_from_rolloff(self, result: RolloffResult) -> None:
+        """Add precomputed SROPs (shape ``(N, *)``, first dim = samples) to the states."""
+        srop = result.srop.reshape(result.srop.shape[0], -1) if result.srop.dim() else result.srop.reshape(1, 1)
+        flat = result.flat.reshape(srop.shape)
+        invalid = result.invalid.reshape(srop.shape)
+        valid = ~(flat | invalid)
+        values = srop[valid].to(torch.float64) * self.scale
+        self.flat += flat.sum()
+        self.invalid += invalid.sum()
+        self.count += values.numel()
+        if values.numel():
+            self.fixed_sum += _fixed_sum(values)
+            self.fixed_sum_sq += _fixed_sum(values.square())
+            self.min_value = torch.minimum(self.min_value, values.min())
+            self.max_value_seen = torch.maximum(self.max_value_seen, values.max())
+            self.hist += torch.bincount(_bin_index(values, self.num_bins, self.max_value), minlength=self.num_bins)
+        # Per-sample means over valid channels; samples with no valid channel are left out.
+        per_sample_count = valid.sum(1)
+        has_valid = per_sample_count > 0
+        if bool(has_valid.any()):
+            sums = torch.where(valid, srop.to(torch.float64), torch.zeros((), dtype=torch.float64, device=srop.device))
+            means = (sums.sum(1)[has_valid] / per_sample_count[has_valid]) * self.scale
+            self.sample_count += means.numel()
+            self.sample_fixed_sum += _fixed_sum(means)
+            self.sample_fixed_sum_sq += _fixed_sum(means.square())
+            self.sample_hist += torch.bincount(
+                _bin_index(means, self.num_bins, self.max_value), minlength=self.num_bins
+            )
+
+    def compute(self) -> dict[str, Tensor]:
+        """Statistics of everything seen so far, as float64 scalars (see :data:`STATISTICS`).
+
+        ``std`` and ``sample_std`` are population standard deviations (``ddof=0``). Quantiles
+        (``q05``, ``q25``, ``median``, ``q75``, ``q95``) come from the histogram, within half a
+        bin of NumPy's linear-interpolation quantiles of the raw values. Statistics of no valid
+        map are NaN; fractions are shares of all maps seen (valid, flat and invalid).
+        """
+        f64 = torch.float64
+        device = self.hist.device
+        nan = torch.tensor(math.nan, dtype=f64, device=device)
+        n = self.count.to(f64)
+        out: dict[str, Tensor] = {}
+        if int(self.count) > 0:
+            mean = self.fixed_sum.to(f64) / _FIXED_POINT / n
+            mean_sq = self.fixed_sum_sq.to(f64) / _FIXED_POINT / n
+            out["mean"] = mean
+            out["std"] = torch.sqrt(torch.clamp(mean_sq - mean.square(), min=0.0))
+            out["min"] = self.min_value.to(f64)
+            out["max"] = self.max_value_seen.to(f64)
+        else:
+            out.update(mean=nan, std=nan, min=nan, max=nan)
+        for name, q in QUANTILES.items():
+            out[name] = _histogram_quantile(self.hist, q, self.max_value)
+        if int(self.sample_count) > 0:
+            ns = self.sample_count.to(f64)
+            s_mean = self.sample_fixed_sum.to(f64) / _FIXED_POINT / ns
+            s_mean_sq = self.sample_fixed_sum_sq.to(f64) / _FIXED_POINT / ns
+            out["sample_mean"] = s_mean
+            out["sample_std"] = torch.sqrt(torch.clamp(s_mean_sq - s_mean.square(), min=0.0))
+        else:
+            out.update(sample_mean=nan, sample_std=nan)
+        total = (self.count + self.flat + self.invalid).to(f64)
+        out["count"] = n
+        out["flat"] = self.flat.to(f64)
+        out["invalid"] = self.invalid.to(f64)
+        out["flat_fraction"] = self.flat.to(f64) / total if total > 0 else nan
+        out["invalid_fraction"] = self.invalid.to(f64) / total if total > 0 else nan
+        return {key: out[key] for key in STATISTICS}
