@@ -1,0 +1,55 @@
+"""A plain, picklable summary of one layer's SROP statistics: what loggers and plots consume."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lightning_srop.statistics import SROPStatistics
+
+__all__ = ["LayerReport"]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """Computed SROP statistics of one layer, detached from any device or process group.
+
+    Attributes:
+        name: the layer's clean qualified name, e.g. ``"features.0"`` or ``"layer1.0.conv1"``.
+        stats: every statistic of :data:`~lightning_srop.statistics.STATISTICS` as a float.
+        edges: float64 histogram edges, shape ``(num_bins + 1,)``.
+        counts: int64 counts of SROPs per bin, shape ``(num_bins,)``.
+        sample_counts: int64 counts of per-sample mean SROPs per bin, shape ``(num_bins,)``.
+        depth: position of the layer in forward order (0 = first layer that ran).
+    """
+
+    name: str
+    stats: dict[str, float]
+    edges: np.ndarray
+    counts: np.ndarray
+    sample_counts: np.ndarray
+    depth: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_metric(cls, name: str, metric: SROPStatistics, depth: int = 0) -> LayerReport:
+        """Compute ``metric`` (syncing across processes if it is set to) and summarize it.
+
+        Example:
+            >>> import torch
+            >>> m = SROPStatistics(num_bins=8)
+            >>> m.update(torch.randn(2, 3, 8, 8))
+            >>> r = LayerReport.from_metric("conv", m)
+            >>> r.name, int(r.stats["count"]), r.edges.shape, int(r.counts.sum())
+            ('conv', 6, (9,), 6)
+        """
+        stats = {key: float(value) for key, value in metric.compute().items()}
+        return cls(
+            name=name,
+            stats=stats,
+            edges=metric.bin_edges.numpy(),
+            counts=metric.hist.detach().cpu().numpy().astype(np.int64),
+            sample_counts=metric.sample_hist.detach().cpu().numpy().astype(np.int64),
+            depth=depth,
+        )
