@@ -34,7 +34,10 @@ class LayerReport:
 
     @classmethod
     def from_metric(cls, name: str, metric: SROPStatistics, depth: int = 0) -> LayerReport:
-        """Compute ``metric`` (syncing across processes if it is set to) and summarize it.
+        """Sync ``metric`` across processes (when distributed), compute and summarize it.
+
+        Every process of the group must call this (it is a collective when distributed); every
+        process gets the same merged report. The metric's own states stay local afterwards.
 
         Example:
             >>> import torch
@@ -44,12 +47,17 @@ class LayerReport:
             >>> r.name, int(r.stats["count"]), r.edges.shape, int(r.counts.sum())
             ('conv', 6, (9,), 6)
         """
-        stats = {key: float(value) for key, value in metric.compute().items()}
+        with metric.sync_context(should_sync=metric.sync_on_compute, should_unsync=True):
+            # The class's compute, not the instance's wrapper, which would sync a second time.
+            computed = type(metric).compute(metric)
+            stats = {key: float(value) for key, value in computed.items()}
+            counts = metric.hist.detach().cpu().numpy().astype(np.int64)
+            sample_counts = metric.sample_hist.detach().cpu().numpy().astype(np.int64)
         return cls(
             name=name,
             stats=stats,
             edges=metric.bin_edges.numpy(),
-            counts=metric.hist.detach().cpu().numpy().astype(np.int64),
-            sample_counts=metric.sample_hist.detach().cpu().numpy().astype(np.int64),
+            counts=counts,
+            sample_counts=sample_counts,
             depth=depth,
         )
