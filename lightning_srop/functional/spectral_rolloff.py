@@ -32,7 +32,7 @@ MAX_RADIUS_2D: Final[float] = math.sqrt(2.0) / 2.0
 #: Largest frequency of a 1-D map, in cycles per sample.
 MAX_RADIUS_1D: Final[float] = 0.5
 #: Default bound on the extra memory one call allocates at a time, per device type.
-DEFAULT_MAX_CHUNK_BYTES: Final[dict[str, int]] = {"cpu": 32 * 2**20, "cuda": 1024 * 2**20}
+DEFAULT_MAX_CHUNK_BYTES: Final[dict[str, int]] = {"cpu": 16 * 2**20, "cuda": 1024 * 2**20}
 _FALLBACK_CHUNK_BYTES: Final[int] = 256 * 2**20
 
 # A map whose kept spectral energy is below this share of its total energy (DC included) is
@@ -180,25 +180,52 @@ def _iter_map_chunks(x: Tensor, lead: int, map_shape: tuple[int, int], maps: int
             yield from _iter_map_chunks(row, lead - 1, map_shape, maps)
 
 
+class _Workspace:
+    """Buffers of one call, sized for its largest chunk and reused by every chunk.
+
+    Reuse keeps the work in cache and, on CPU, spares the page faults of a fresh large
+    allocation per chunk (measured: a large share of the time on 112 x 112 maps).
+    """
+
+    def __init__(self, maps: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
+        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        half = width // 2 + 1
+        self.dtype = dtype
+        self.spectrum = torch.empty(maps, height, half, dtype=complex_dtype, device=device)
+        self.power = torch.empty(maps, height, half, dtype=dtype, device=device)
+        self.ordered = torch.empty(maps, height * half, dtype=dtype, device=device)
+        self.cast: Tensor | None = None
+
+    def as_compute_dtype(self, maps: Tensor) -> Tensor:
+        if maps.dtype == self.dtype:
+            return maps
+        if self.cast is None:
+            self.cast = torch.empty(self.spectrum.shape[0], *maps.shape[1:], dtype=self.dtype, device=maps.device)
+        return self.cast[: maps.shape[0]].copy_(maps)
+
+
 def _rolloff_chunk(
-    maps: Tensor, plan: _RadiusPlan, roll_percent: float, keep_dc: bool, dtype: torch.dtype
+    maps: Tensor, plan: _RadiusPlan, roll_percent: float, keep_dc: bool, work: _Workspace
 ) -> tuple[Tensor, Tensor]:
-    """SROP codes of one ``(m, H, W)`` chunk: the radius (NaN where none) and a status code."""
-    if maps.dtype != dtype:
-        maps = maps.to(dtype)
-    spectrum = torch.fft.rfft2(maps)  # (m, H, W//2+1) complex
-    m = spectrum.shape[0]
-    pairs = torch.view_as_real(spectrum).reshape(m, -1, 2).index_select(1, plan.order)
-    power = pairs.square_().sum(-1)  # (m, B) in radius order
+    """SROPs of one ``(m, H, W)`` chunk: the radius (NaN where none) and a status code."""
+    dtype = work.dtype
+    m = maps.shape[0]
+    spectrum = torch.fft.rfft2(work.as_compute_dtype(maps), out=work.spectrum[:m])
+    pairs = torch.view_as_real(spectrum)
+    real, imag = pairs[..., 0], pairs[..., 1]
+    # |F|^2 in the spectrum's own layout (one pass), then one gather into radius order: much
+    # cheaper on CPU than gathering (re, im) pairs and reducing a last dim of size 2.
+    power = torch.mul(real, real, out=work.power[:m]).addcmul_(imag, imag).reshape(m, -1)
     dc_power = power[:, 0].clone()
-    power.mul_(plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype])
-    cumulative = power.cumsum_(1)
+    ordered = torch.gather(power, 1, plan.order.expand(m, -1), out=work.ordered[:m])
+    ordered.mul_(plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype])
+    cumulative = ordered.cumsum_(1)
     kept = cumulative[:, -1]
     total = kept if keep_dc else kept + dc_power
     threshold = (kept * roll_percent).unsqueeze(1)
     index = torch.searchsorted(cumulative, threshold).squeeze(1)
     index.clamp_(max=cumulative.shape[1] - 1)
-    srop = plan.radius[dtype].index_select(0, index.reshape(-1))
+    srop = plan.radius[dtype].index_select(0, index)
     invalid = ~torch.isfinite(total)
     flat = (kept <= total * _FLAT_TOLERANCE[dtype]) & ~invalid
     status = flat.to(torch.uint8) * _STATUS_FLAT + invalid.to(torch.uint8) * _STATUS_INVALID
@@ -233,17 +260,18 @@ def _spectral_rolloff_impl(
         height, width = map_shape
         item = torch.finfo(dtype).bits // 8
         bins = height * (width // 2 + 1)
-        # spectrum (2 items/bin) + gathered pairs (2) + power/cumsum (1) + a cast copy of the map.
-        per_map = item * (5 * bins + height * width) + 64
+        # spectrum (2 items/bin) + power (1) + ordered power/cumsum (1) + a cast copy of the map.
+        per_map = item * (4 * bins + height * width) + 64
         budget = max_chunk_bytes
         if budget is None:
             budget = DEFAULT_MAX_CHUNK_BYTES.get(x.device.type, _FALLBACK_CHUNK_BYTES)
         maps_per_chunk = max(1, budget // per_map)
         lead = len(lead_shape)
         source = x if ndim == 2 else x.unsqueeze(-2)
+        work = _Workspace(min(maps_per_chunk, n_maps), height, width, dtype, x.device)
         start = 0
         for chunk in _iter_map_chunks(source, lead, map_shape, maps_per_chunk):
-            srop, status = _rolloff_chunk(chunk, plan, float(roll_percent), keep_dc, dtype)
+            srop, status = _rolloff_chunk(chunk, plan, float(roll_percent), keep_dc, work)
             stop = start + chunk.shape[0]
             out_srop[start:stop] = srop
             out_status[start:stop] = status
@@ -277,7 +305,7 @@ def spectral_rolloff(
         keep_dc: keep the DC bin (the map's mean) in the energy. By default it is left out,
             which is the same as subtracting each map's mean first.
         max_chunk_bytes: bound on the extra memory allocated at a time; maps are processed in
-            chunks that fit. ``None`` picks a default per device type (32 MiB on CPU, where it
+            chunks that fit. ``None`` picks a default per device type (16 MiB on CPU, where it
             also keeps the work in cache, 1 GiB on CUDA).
 
     Returns:
