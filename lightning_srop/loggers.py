@@ -1,0 +1,420 @@
+"""Write computed SROP statistics to experiment loggers: histograms and figures.
+
+Scalars go through ``LightningModule.log`` (the callback's job); this module writes what
+Lightning's logger API has no common call for:
+
+- **Histograms** (:func:`log_histograms`): one per layer, pre-binned on the device by
+  :class:`~lightning_srop.statistics.SROPStatistics` and sent as bucket counts, never as raw
+  values.
+
+  * TensorBoard: ``SummaryWriter.add_histogram_raw`` with the layer's bins, empty leading and
+    trailing bins trimmed (TensorBoard drops them anyway and then stretches the outer bins to
+    ``min``/``max``). ``min``/``max`` are the outer edges of the kept bins, so the range is never
+    zero, even when every map fell into one bin.
+  * Weights & Biases: ``wandb.Histogram(np_histogram=(counts, edges))`` with at most
+    :data:`WANDB_MAX_BINS` (512) bins: empty outer bins are trimmed first, then runs of ``k``
+    adjacent bins are summed (:func:`rebin`), which is exact (every edge is one of the original
+    edges, every count is a sum of original counts).
+  * Layers without a single valid map (all flat or invalid, statistics NaN) are skipped.
+
+- **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot), then
+  TensorBoard ``add_image`` and W&B ``wandb.Image``.
+
+**Tags.** The SROP histogram of layer ``name`` is ``f"{prefix}/{name}"``; the histogram of
+per-sample mean SROPs (the mean over one sample's valid channels, ``LayerReport.sample_counts``)
+is ``f"{prefix}/{name}/per_sample_mean"``. That name is deliberately not
+``.../sample_mean``, which is the key of the *scalar* statistic ``sample_mean``; in W&B one key
+cannot hold both a number and a histogram. A logger's own ``prefix`` argument is honoured the
+way Lightning honours it for scalars (``"{logger_prefix}-{tag}"``).
+
+**Steps.** Pass the trainer's ``global_step``, as Lightning's own callbacks do.
+
+* TensorBoard: written at ``global_step=step``; TensorBoard tolerates any order.
+* W&B: Lightning's ``WandbLogger`` never passes ``step=`` to ``wandb.log``; it logs
+  ``trainer/global_step`` as a metric and declares it the x-axis of every key
+  (``define_metric("*", step_metric="trainer/global_step")``), while wandb's own ``_step``
+  counts calls. Passing ``step=global_step`` to ``wandb.log`` would fall behind that counter
+  after the first few scalar logs, and W&B silently drops records whose step goes backwards. So
+  histograms and images go through the same route as Lightning's scalars
+  (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step``): they never
+  go backwards and share their x-axis with the scalars.
+
+Loggers with neither histograms nor images (``CSVLogger``, MLflow, Comet, Neptune, ...) are
+returned by name so that the caller can say so once.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+
+from lightning_srop.report import LayerReport
+
+if TYPE_CHECKING:
+    from lightning.fabric.loggers.logger import Logger
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "PER_SAMPLE_SUFFIX",
+    "WANDB_MAX_BINS",
+    "log_figure",
+    "log_histograms",
+    "rebin",
+    "trim_empty_bins",
+]
+
+#: Most bins W&B keeps in one histogram (``wandb.Histogram.MAX_LENGTH``).
+WANDB_MAX_BINS: Final[int] = 512
+
+#: Tag suffix of the per-sample mean SROP histogram.
+PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
+
+#: The metric Lightning's ``WandbLogger`` uses as the x-axis of every key.
+_WANDB_STEP_KEY: Final[str] = "trainer/global_step"
+
+# Logger classes by (module, class name); looked up in ``sys.modules`` only, so that neither
+# ``lightning`` nor ``pytorch_lightning`` is imported here: a logger's class is imported by
+# the time one of its instances exists.
+_TENSORBOARD_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
+    ("lightning.fabric.loggers.tensorboard", "TensorBoardLogger"),
+    ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger"),
+    ("lightning_fabric.loggers.tensorboard", "TensorBoardLogger"),
+    ("pytorch_lightning.loggers.tensorboard", "TensorBoardLogger"),
+)
+_WANDB_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
+    ("lightning.pytorch.loggers.wandb", "WandbLogger"),
+    ("pytorch_lightning.loggers.wandb", "WandbLogger"),
+)
+_CSV_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
+    ("lightning.fabric.loggers.csv_logs", "CSVLogger"),
+    ("lightning.pytorch.loggers.csv_logs", "CSVLogger"),
+    ("lightning_fabric.loggers.csv_logs", "CSVLogger"),
+    ("pytorch_lightning.loggers.csv_logs", "CSVLogger"),
+)
+_SUMMARY_WRITERS: Final[tuple[tuple[str, str], ...]] = (
+    ("torch.utils.tensorboard.writer", "SummaryWriter"),
+    ("tensorboardX.writer", "SummaryWriter"),
+)
+_WANDB_RUNS: Final[tuple[tuple[str, str], ...]] = (("wandb.sdk.wandb_run", "Run"),)
+
+
+def _isinstance_of_any(obj: object, candidates: Sequence[tuple[str, str]]) -> bool:
+    for module_name, class_name in candidates:
+        cls = getattr(sys.modules.get(module_name), class_name, None)
+        if isinstance(cls, type) and isinstance(obj, cls):
+            return True
+    return False
+
+
+# ------------------------------------------------------------------------------------------
+# Histogram helpers
+# ------------------------------------------------------------------------------------------
+
+
+def _check_histogram(counts: Any, edges: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate ``counts``/``edges`` and return them as int64 / float64 arrays."""
+    counts_arr = np.asarray(counts)
+    edges_arr = np.asarray(edges, dtype=np.float64)
+    if counts_arr.ndim != 1 or counts_arr.size == 0:
+        raise ValueError(
+            f"{where}: expected `counts` to be a non-empty 1-D array, got shape {counts_arr.shape}."
+        )
+    if edges_arr.shape != (counts_arr.size + 1,):
+        raise ValueError(
+            f"{where}: expected `edges` of shape ({counts_arr.size + 1},) for {counts_arr.size} "
+            f"bins, got shape {edges_arr.shape}."
+        )
+    if not np.all(np.isfinite(edges_arr)) or not np.all(np.diff(edges_arr) > 0):
+        raise ValueError(f"{where}: expected `edges` to be finite and strictly increasing.")
+    integral = counts_arr.dtype.kind in "iu" or (
+        counts_arr.dtype.kind == "f" and bool(np.all(counts_arr == np.round(counts_arr)))
+    )
+    if not integral:
+        raise ValueError(
+            f"{where}: expected integer `counts`, got dtype {counts_arr.dtype} "
+            "(NaN or fractional values are not counts)."
+        )
+    counts_int = counts_arr.astype(np.int64)
+    if np.any(counts_int < 0):
+        raise ValueError(f"{where}: expected `counts` >= 0, got min {int(counts_int.min())}.")
+    return counts_int, edges_arr
+
+
+def trim_empty_bins(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop empty leading and trailing bins.
+
+    Args:
+        counts: counts per bin, shape ``(n,)``.
+        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
+
+    Returns:
+        ``(counts, edges)`` from the first to the last non-empty bin (views, not copies); both
+        empty (shapes ``(0,)`` and ``(0,)``) when every bin is empty.
+
+    Example:
+        >>> import numpy as np
+        >>> trim_empty_bins(np.array([0, 2, 0, 1, 0]), np.arange(6.0))
+        (array([2, 0, 1]), array([1., 2., 3., 4.]))
+    """
+    counts_arr, edges_arr = _check_histogram(counts, edges, "trim_empty_bins")
+    nonzero = np.flatnonzero(counts_arr)
+    if nonzero.size == 0:
+        return counts_arr[:0], edges_arr[:0]
+    first, last = int(nonzero[0]), int(nonzero[-1])
+    return counts_arr[first : last + 1], edges_arr[first : last + 2]
+
+
+def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge adjacent bins exactly until there are at most ``max_bins``.
+
+    Runs of ``k = ceil(n / max_bins)`` adjacent bins are summed, starting at the first bin; the
+    last run is shorter when ``k`` does not divide ``n``. Totals are preserved and every new
+    edge is one of the old ones. With ``n <= max_bins`` the input comes back unchanged.
+
+    Args:
+        counts: counts per bin, shape ``(n,)``.
+        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
+        max_bins: the most bins wanted, >= 1.
+
+    Returns:
+        ``(counts, edges)`` with ``ceil(n / k)`` bins, int64 and float64.
+
+    Raises:
+        ValueError: ``max_bins`` is not an int >= 1, or counts/edges are malformed.
+
+    Example:
+        >>> import numpy as np
+        >>> rebin(np.array([1, 2, 3, 4, 5]), np.arange(6.0), 2)
+        (array([6, 9]), array([0., 3., 5.]))
+    """
+    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
+        raise ValueError(f"rebin: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
+    counts_arr, edges_arr = _check_histogram(counts, edges, "rebin")
+    n = counts_arr.size
+    if n <= max_bins:
+        return counts_arr, edges_arr
+    k = -(-n // int(max_bins))
+    starts = np.arange(0, n, k)
+    merged = np.add.reduceat(counts_arr, starts).astype(np.int64)
+    new_edges = np.append(edges_arr[starts], edges_arr[-1])
+    return merged, new_edges
+
+
+def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> tuple[float, float]:
+    """Sum and sum of squares of the values: exact from ``stats`` when they match ``counts``,
+    else from bin centres."""
+    num = int(counts.sum())
+    mean, std, count = (float(stats.get(key, math.nan)) for key in ("mean", "std", "count"))
+    if math.isfinite(mean) and math.isfinite(std) and count == num:
+        return mean * num, (std * std + mean * mean) * num
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    return float(counts @ centers), float(counts @ (centers * centers))
+
+
+def _histograms_of(
+    report: LayerReport, prefix: str
+) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
+    """The non-empty ``(tag, counts, edges, is_srop)`` histograms of one report."""
+    where = f"log_histograms: report {report.name!r}"
+    out = []
+    for tag, counts, is_srop in (
+        (f"{prefix}/{report.name}", report.counts, True),
+        (f"{prefix}/{report.name}/{PER_SAMPLE_SUFFIX}", report.sample_counts, False),
+    ):
+        counts_arr, edges_arr = _check_histogram(counts, report.edges, where)
+        trimmed_counts, trimmed_edges = trim_empty_bins(counts_arr, edges_arr)
+        if trimmed_counts.size:
+            out.append((tag, trimmed_counts, trimmed_edges, is_srop))
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Backends
+# ------------------------------------------------------------------------------------------
+
+
+def _with_logger_prefix(logger: Logger, tag: str) -> str:
+    """``tag`` as the logger's own ``log_metrics`` would name it (``prefix`` argument)."""
+    logger_prefix = getattr(logger, "_prefix", "")
+    if isinstance(logger_prefix, str) and logger_prefix:
+        join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
+        return f"{logger_prefix}{join}{tag}"
+    return tag
+
+
+def _experiment(logger: Logger) -> Any:
+    # ``experiment`` is not part of the fabric base class's interface, only of its subclasses.
+    return getattr(logger, "experiment", None)
+
+
+def _kind(logger: Logger) -> tuple[str | None, Any]:
+    """``("tensorboard" | "wandb_logger" | "wandb_run" | None, experiment or None)``."""
+    if _isinstance_of_any(logger, _TENSORBOARD_LOGGERS):
+        return "tensorboard", _experiment(logger)
+    if _isinstance_of_any(logger, _WANDB_LOGGERS):
+        return "wandb_logger", None
+    if _isinstance_of_any(logger, _CSV_LOGGERS):
+        return None, None
+    # Unknown logger class: judge by what it writes with. (On non-zero ranks Lightning hands
+    # out a no-op ``DummyExperiment``, which matches neither: nothing is written there.)
+    experiment = _experiment(logger)
+    if _isinstance_of_any(experiment, _SUMMARY_WRITERS):
+        return "tensorboard", experiment
+    if _isinstance_of_any(experiment, _WANDB_RUNS):
+        return "wandb_run", experiment
+    return None, None
+
+
+def _wandb_log(logger: Logger, kind: str, record: dict[str, Any], step: int) -> None:
+    if kind == "wandb_logger":
+        # Lightning's route for scalars: adds ``trainer/global_step``, the logger's prefix,
+        # and is a no-op on non-zero ranks.
+        logger.log_metrics(record, step=step)
+    else:
+        _experiment(logger).log({**record, _WANDB_STEP_KEY: step})
+
+
+def _check_step(step: object, where: str) -> int:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise ValueError(
+            f"{where}: expected `step` to be an int >= 0 (the global step), got {step!r}."
+        )
+    return int(step)
+
+
+def _unsupported_name(logger: Logger, names: list[str]) -> None:
+    name = type(logger).__name__
+    if name not in names:
+        names.append(name)
+
+
+def log_histograms(
+    loggers: Sequence[Logger], reports: Sequence[LayerReport], *, step: int, prefix: str = "srop"
+) -> list[str]:
+    """Write one SROP histogram per layer to every logger that supports histograms.
+
+    For each report, the SROP histogram goes to tag ``f"{prefix}/{report.name}"`` and the
+    histogram of per-sample mean SROPs to ``f"{prefix}/{report.name}/per_sample_mean"``; a
+    histogram with no counts (a layer whose maps were all flat or invalid) is skipped. See the
+    module docstring for the TensorBoard and W&B encodings and the step semantics.
+
+    Args:
+        loggers: Lightning loggers (``trainer.loggers``), from ``lightning.pytorch`` or
+            ``pytorch_lightning``; also any logger whose ``experiment`` is a TensorBoard
+            ``SummaryWriter`` or a W&B run.
+        reports: per-layer reports.
+        step: the trainer's global step.
+        prefix: first component of every tag.
+
+    Returns:
+        The class names (each once, in order) of the loggers that have no histogram support,
+        for a one-time notice by the caller.
+
+    Raises:
+        ValueError: bad ``step`` or ``prefix``, or a report with malformed counts or edges.
+    """
+    step = _check_step(step, "log_histograms")
+    if not isinstance(prefix, str) or not prefix:
+        raise ValueError(
+            f"log_histograms: expected `prefix` to be a non-empty str, got {prefix!r}."
+        )
+    histograms = [h for report in reports for h in _histograms_of(report, prefix)]
+    stats_by_tag = {f"{prefix}/{r.name}": r.stats for r in reports}
+    unsupported: list[str] = []
+    wandb_record: dict[str, Any] | None = None
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind is None:
+            _unsupported_name(logger, unsupported)
+        elif kind == "tensorboard":
+            for tag, counts, edges, is_srop in histograms:
+                stats = stats_by_tag[tag] if is_srop else {}
+                total, total_sq = _sums(counts, edges, stats)
+                experiment.add_histogram_raw(
+                    _with_logger_prefix(logger, tag),
+                    min=float(edges[0]),
+                    max=float(edges[-1]),
+                    num=int(counts.sum()),
+                    sum=total,
+                    sum_squares=total_sq,
+                    bucket_limits=edges[1:].tolist(),
+                    bucket_counts=counts.tolist(),
+                    global_step=step,
+                )
+        elif histograms:
+            if wandb_record is None:
+                import wandb
+
+                wandb_record = {}
+                for tag, counts, edges, _ in histograms:
+                    merged_counts, merged_edges = rebin(counts, edges, WANDB_MAX_BINS)
+                    wandb_record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
+            _wandb_log(logger, kind, wandb_record, step)
+    return unsupported
+
+
+# ------------------------------------------------------------------------------------------
+# Figures
+# ------------------------------------------------------------------------------------------
+
+
+def _figure_to_rgb(figure: Figure) -> np.ndarray:
+    """Render ``figure`` (at its own dpi) to an ``(H, W, 3)`` uint8 array, without pyplot."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=figure.dpi)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int) -> list[str]:
+    """Log a figure as an image to every logger that supports images.
+
+    The figure is rendered once (Agg through ``Figure.savefig``, no pyplot, the figure is left
+    open and unchanged) and written with TensorBoard's ``add_image`` or as a ``wandb.Image``
+    (through ``WandbLogger.log_image``, so at ``trainer/global_step = step``).
+
+    Args:
+        loggers: Lightning loggers, as for :func:`log_histograms`.
+        figure: a matplotlib figure, e.g. from :func:`lightning_srop.plots.plot_layer_profile`.
+        tag: image tag / W&B key, e.g. ``"srop/profile"``.
+        step: the trainer's global step.
+
+    Returns:
+        The class names (each once, in order) of the loggers skipped for lack of image support.
+
+    Raises:
+        ValueError: bad ``tag``, ``step`` or ``figure``.
+    """
+    step = _check_step(step, "log_figure")
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"log_figure: expected `tag` to be a non-empty str, got {tag!r}.")
+    if not callable(getattr(figure, "savefig", None)):
+        raise ValueError(
+            f"log_figure: expected `figure` to be a matplotlib Figure, got {type(figure).__name__}."
+        )
+    unsupported: list[str] = []
+    image: np.ndarray | None = None
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind is None:
+            _unsupported_name(logger, unsupported)
+            continue
+        if image is None:
+            image = _figure_to_rgb(figure)
+        if kind == "tensorboard":
+            experiment.add_image(
+                _with_logger_prefix(logger, tag), image, global_step=step, dataformats="HWC"
+            )
+        else:
+            import wandb
+
+            _wandb_log(logger, kind, {tag: wandb.Image(image)}, step)
+    return unsupported

@@ -1,0 +1,296 @@
+"""Matplotlib figures of SROP statistics: per-layer profiles and curves over training.
+
+Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``, no global
+state, no GUI backend), so plotting is safe in headless runs, in callbacks and in threads. The
+caller owns the figure; nothing has to be closed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import numpy as np
+
+from lightning_srop.report import LayerReport
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["SAVE_DPI", "plot_layer_profile", "plot_srop_over_epochs", "save_figure"]
+
+#: Resolution of :func:`save_figure` (sharp on screens and slides, files of ~100 kB).
+SAVE_DPI: Final[int] = 150
+
+_MEAN_COLOR: Final[str] = "tab:blue"
+_MEDIAN_COLOR: Final[str] = "tab:orange"
+_NO_DATA_COLOR: Final[str] = "tab:red"
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _stat(report: LayerReport, key: str) -> float:
+    value = report.stats.get(key, math.nan)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def _srop_label(unit: str) -> str:
+    return f"SROP ({unit})" if unit else "SROP"
+
+
+def plot_layer_profile(
+    reports: Sequence[LayerReport], *, unit: str = "cycles / pixel", title: str | None = None
+) -> Figure:
+    """Mean SROP per layer against depth, with the interquartile band and the median.
+
+    Layers are placed in depth order (``LayerReport.depth``, ties in the given order), one
+    categorical x position each, labelled by name. The mean is a solid line with markers, the
+    median a dashed line, the 25–75 % quantiles a shaded band. A layer without valid maps (NaN
+    statistics) leaves a gap in every line and is marked by a red ``x`` on the x-axis. The
+    y-axis starts at 0.
+
+    Args:
+        reports: per-layer reports, in any order.
+        unit: frequency unit for the y label (``"cycles / input pixel"`` for input-grid SROPs).
+        title: figure title; default ``"SROP per layer"``.
+
+    Returns:
+        A new figure with one axes.
+
+    Raises:
+        ValueError: ``reports`` is empty.
+
+    Example:
+        >>> import numpy as np
+        >>> from lightning_srop.report import LayerReport
+        >>> edges, zeros = np.linspace(0.0, 0.5, 3), np.zeros(2, dtype=np.int64)
+        >>> stats = {"mean": 0.2, "q25": 0.1, "median": 0.2, "q75": 0.3}
+        >>> reports = [LayerReport(n, stats, edges, zeros, zeros, depth=d)
+        ...            for d, n in enumerate(["conv1", "pool", "conv2"])]
+        >>> fig = plot_layer_profile(reports)
+        >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+        ['conv1', 'pool', 'conv2']
+    """
+    if len(reports) == 0:
+        raise ValueError("plot_layer_profile: expected at least one report in `reports`, got none.")
+    ordered = [r for _, r in sorted(enumerate(reports), key=lambda ir: (ir[1].depth, ir[0]))]
+    n = len(ordered)
+    x = np.arange(n, dtype=np.float64)
+    mean, q25, median, q75 = (
+        np.array([_stat(r, key) for r in ordered]) for key in ("mean", "q25", "median", "q75")
+    )
+
+    longest = max(len(r.name) for r in ordered)
+    width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
+    height = 4.2 + min(0.07 * longest, 2.5) if n > 6 else 4.2
+    figure = _new_figure(width, height)
+    ax = figure.add_subplot()
+
+    has_band = np.isfinite(q25) & np.isfinite(q75)
+    ax.fill_between(
+        x, q25, q75, where=has_band, color=_MEAN_COLOR, alpha=0.2, linewidth=0, label="25–75 %"
+    )
+    # A layer whose neighbours both lack a band would get a zero-width band: draw a bar there.
+    for i in np.flatnonzero(has_band):
+        left = i > 0 and has_band[i - 1]
+        right = i < n - 1 and has_band[i + 1]
+        if not (left or right):
+            ax.vlines(x[i], q25[i], q75[i], color=_MEAN_COLOR, alpha=0.35, linewidth=8)
+    ax.plot(x, median, linestyle="--", color=_MEDIAN_COLOR, linewidth=1.5, label="median")
+    ax.plot(x, mean, marker="o", markersize=5, color=_MEAN_COLOR, linewidth=2, label="mean")
+    missing = ~np.isfinite(mean)
+    if missing.any():
+        ax.plot(
+            x[missing],
+            np.zeros(int(missing.sum())),
+            linestyle="none",
+            marker="x",
+            markersize=8,
+            color=_NO_DATA_COLOR,
+            clip_on=False,
+            label="no valid maps",
+        )
+
+    ax.set_xticks(x, [r.name for r in ordered])
+    if n > 6 or longest > 10:
+        ax.tick_params(axis="x", labelrotation=60 if n <= 30 else 90)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+            label.set_rotation_mode("anchor")
+    if n > 40:
+        ax.tick_params(axis="x", labelsize=7)
+    ax.set_xlim(-0.5, n - 0.5)
+    finite = np.concatenate([a[np.isfinite(a)] for a in (mean, q25, median, q75)])
+    top = float(finite.max()) if finite.size else 0.0
+    ax.set_ylim(0.0, top * 1.1 if top > 0 else 1.0)
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel(_srop_label(unit))
+    ax.set_title("SROP per layer" if title is None else title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    return figure
+
+
+def _sorted_curve(points: Sequence[tuple[int, float]], where: str) -> tuple[np.ndarray, np.ndarray]:
+    """Points sorted by epoch, non-finite values as NaN (gaps)."""
+    pairs: list[tuple[float, float]] = []
+    for point in points:
+        try:
+            epoch, value = point
+            pairs.append((float(epoch), float(value)))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{where}: expected (epoch, value) pairs of numbers, got {point!r}."
+            ) from None
+    pairs.sort(key=lambda p: p[0])
+    epochs = np.array([p[0] for p in pairs], dtype=np.float64)
+    values = np.array([p[1] if math.isfinite(p[1]) else math.nan for p in pairs], dtype=np.float64)
+    return epochs, values
+
+
+def _layer_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """Shallow-to-deep colours: tab10 for a few layers, a sequential map for many."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        cmap = colormaps["tab10"]
+        return [cmap(i) for i in range(n)]
+    cmap = colormaps["viridis"]
+    return [cmap(v) for v in np.linspace(0.0, 0.9, n)]
+
+
+def plot_srop_over_epochs(
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    accuracy: Sequence[tuple[int, float]] | None = None,
+    *,
+    unit: str = "cycles / pixel",
+    title: str | None = None,
+) -> Figure:
+    """Mean SROP of each layer against epoch, next to accuracy against epoch.
+
+    Args:
+        history: layer name -> ``(epoch, mean SROP)`` points, in depth order (the mapping's
+            order is the legend's order and the colour order, shallow to deep). Points may come
+            in any epoch order; NaN values leave gaps.
+        accuracy: ``(epoch, accuracy)`` points; when given, a second panel on the right.
+        unit: frequency unit for the y label.
+        title: figure title; default ``"SROP over training"``.
+
+    Returns:
+        A new figure with one axes (SROP) or two (SROP, accuracy).
+
+    Raises:
+        ValueError: ``history`` is empty or holds something other than ``(epoch, value)`` pairs.
+
+    Example:
+        >>> fig = plot_srop_over_epochs({"conv1": [(0, 0.3), (1, 0.25)]}, [(0, 0.5), (1, 0.8)])
+        >>> [ax.get_ylabel() for ax in fig.axes]
+        ['SROP (cycles / pixel)', 'accuracy']
+    """
+    if len(history) == 0:
+        raise ValueError(
+            "plot_srop_over_epochs: expected at least one layer in `history`, got none."
+        )
+    curves = {
+        str(name): _sorted_curve(points, f"plot_srop_over_epochs: history[{name!r}]")
+        for name, points in history.items()
+    }
+    n = len(curves)
+    legend_cols = 1 if n <= 12 else 2 if n <= 30 else 3
+    srop_width = 6.0 + 1.8 * legend_cols
+    width = srop_width + (5.0 if accuracy is not None else 0.0)
+    figure = _new_figure(width, 4.5)
+    if accuracy is not None:
+        srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, 5.0])
+    else:
+        srop_ax, acc_ax = figure.add_subplot(), None
+
+    many_points = max((e.size for e, _ in curves.values()), default=0) > 30
+    for (name, (epochs, values)), color in zip(curves.items(), _layer_colors(n), strict=True):
+        srop_ax.plot(
+            epochs,
+            values,
+            marker=None if many_points else "o",
+            markersize=4,
+            color=color,
+            linewidth=1.6,
+            label=name,
+        )
+    _decorate_epochs(srop_ax)
+    srop_ax.set_ylim(bottom=0.0)
+    srop_ax.set_ylabel(_srop_label(unit))
+    srop_ax.set_title("mean SROP per layer")
+    srop_ax.legend(
+        title="layer (shallow → deep)",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize="small",
+        ncols=legend_cols,
+        borderaxespad=0.0,
+    )
+
+    if acc_ax is not None and accuracy is not None:
+        epochs, values = _sorted_curve(accuracy, "plot_srop_over_epochs: accuracy")
+        acc_ax.plot(epochs, values, marker="o", markersize=4, color="black", linewidth=1.6)
+        _decorate_epochs(acc_ax)
+        acc_ax.set_ylabel("accuracy")
+        acc_ax.set_title("accuracy")
+    figure.suptitle("SROP over training" if title is None else title)
+    return figure
+
+
+def _decorate_epochs(ax: Axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``figure`` to ``path`` at :data:`SAVE_DPI`, creating parent directories.
+
+    The format follows the suffix (``.png``, ``.pdf``, ``.svg``, ...); a path without a suffix
+    gets ``.png``.
+
+    Args:
+        figure: the figure to save.
+        path: target file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: ``figure`` is not a matplotlib figure or the suffix is not a format
+            matplotlib can write.
+    """
+    if not callable(getattr(figure, "savefig", None)):
+        raise ValueError(
+            "save_figure: expected `figure` to be a matplotlib Figure, "
+            f"got {type(figure).__name__}."
+        )
+    target = Path(path)
+    if not target.suffix:
+        target = target.with_suffix(".png")
+    fmt = target.suffix[1:].lower()
+    supported = figure.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(
+            f"save_figure: unsupported file suffix {target.suffix!r} in `path`={str(path)!r}; "
+            f"expected one of {sorted('.' + s for s in supported)}."
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, format=fmt, dpi=SAVE_DPI)
+    return target
