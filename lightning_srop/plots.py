@@ -94,7 +94,9 @@ def plot_layer_profile(
 
     longest = max(len(r.name) for r in ordered)
     width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
-    height = 4.2 + min(0.07 * longest, 2.5) if n > 6 else 4.2
+    # Horizontal labels while they fit side by side (about 0.085 in per character at 10 pt).
+    rotate = n * (0.085 * longest + 0.25) > width - 1.2
+    height = 4.2 + (min(0.06 * longest, 2.5) if rotate else 0.0)
     figure = _new_figure(width, height)
     ax = figure.add_subplot()
 
@@ -124,7 +126,7 @@ def plot_layer_profile(
         )
 
     ax.set_xticks(x, [r.name for r in ordered])
-    if n > 6 or longest > 10:
+    if rotate:
         ax.tick_params(axis="x", labelrotation=60 if n <= 30 else 90)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
@@ -209,11 +211,12 @@ def plot_srop_over_epochs(
     }
     n = len(curves)
     legend_cols = 1 if n <= 12 else 2 if n <= 30 else 3
-    srop_width = 6.0 + 1.8 * legend_cols
-    width = srop_width + (5.0 if accuracy is not None else 0.0)
+    legend_width = 1.9 * legend_cols
+    srop_width, acc_width = 6.0, 4.5
+    width = srop_width + legend_width + (acc_width if accuracy is not None else 0.0)
     figure = _new_figure(width, 4.5)
     if accuracy is not None:
-        srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, 5.0])
+        srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, acc_width])
     else:
         srop_ax, acc_ax = figure.add_subplot(), None
 
@@ -231,14 +234,16 @@ def plot_srop_over_epochs(
     _decorate_epochs(srop_ax)
     srop_ax.set_ylim(bottom=0.0)
     srop_ax.set_ylabel(_srop_label(unit))
-    srop_ax.set_title("mean SROP per layer")
-    srop_ax.legend(
+    default_title = "SROP over training"
+    own_title = default_title if title is None else title
+    srop_ax.set_title("mean SROP per layer" if acc_ax is not None else own_title)
+    # A figure legend outside on the right: constrained layout makes room for it.
+    figure.legend(
+        *srop_ax.get_legend_handles_labels(),
         title="layer (shallow → deep)",
-        loc="upper left",
-        bbox_to_anchor=(1.01, 1.0),
+        loc="outside right upper",
         fontsize="small",
         ncols=legend_cols,
-        borderaxespad=0.0,
     )
 
     if acc_ax is not None and accuracy is not None:
@@ -247,7 +252,7 @@ def plot_srop_over_epochs(
         _decorate_epochs(acc_ax)
         acc_ax.set_ylabel("accuracy")
         acc_ax.set_title("accuracy")
-    figure.suptitle("SROP over training" if title is None else title)
+        figure.suptitle(own_title)
     return figure
 
 
