@@ -1,0 +1,73 @@
+"""Two real processes (gloo): merged statistics equal one process over the union of the data."""
+
+from __future__ import annotations
+
+import math
+import socket
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from lightning_srop import STATISTICS, SROPStatistics
+from lightning_srop.report import LayerReport
+
+
+def _batches() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(123)
+    batches = [torch.randn(2 + i, 5, 12, 12, generator=gen).relu() for i in range(6)]
+    batches[1][0, 0] = 0.0  # flat
+    batches[4][1, 2, 0, 0] = math.inf  # invalid
+    return batches
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        metric = SROPStatistics()
+        local = _batches()[rank::world_size]
+        for b in local:
+            metric.update(b)
+        local_count = int(metric.count)
+        report = LayerReport.from_metric("layer", metric)
+        synced = {k: float(v) for k, v in metric.compute().items()}
+        torch.save(
+            {
+                "report_stats": report.stats,
+                "report_counts": report.counts,
+                "report_sample_counts": report.sample_counts,
+                "compute": synced,
+                "local_count_before": local_count,
+                "local_count_after": int(metric.count),
+            },
+            Path(out_dir) / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_process_merge_equals_single_process(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    single = SROPStatistics()
+    for b in _batches():
+        single.update(b)
+    expected = {k: float(v) for k, v in single.compute().items()}
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for rank, res in enumerate(results):
+        for key in STATISTICS:
+            got, want = res["report_stats"][key], expected[key]
+            assert got == want or (math.isnan(got) and math.isnan(want)), (rank, key, got, want)
+            assert res["compute"][key] == res["report_stats"][key] or math.isnan(want)
+        assert np.array_equal(res["report_counts"], single.hist.numpy())
+        assert np.array_equal(res["report_sample_counts"], single.sample_hist.numpy())
+        # Syncing for the report leaves each rank's own states as they were.
+        assert res["local_count_before"] == res["local_count_after"] < expected["count"]
+    assert expected["flat"] == 1 and expected["invalid"] == 1
