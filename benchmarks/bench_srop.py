@@ -47,7 +47,7 @@ def capture_resnet18_activations(batch: int, size: int = 224) -> dict[str, torch
     return {k: v for k, v in acts.items() if v.shape[-1] > 1}  # 1 x 1 maps have no spectrum
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _numpy_plan(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     fy = np.fft.fftfreq(h)[:, None]
     fx = np.fft.fftfreq(w)[None, :]
@@ -70,15 +70,21 @@ def numpy_loop_srop(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--loop-maps", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
     acts = capture_resnet18_activations(args.batch)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ResNet-18 @224, batch {args.batch}")
-    print(f"{'layer':<22}{'shape':>22}{'maps':>9}{'torch maps/s':>15}{'numpy maps/s':>15}{'ratio':>8}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; ResNet-18 @224, batch {args.batch}"
+    )
+    print(
+        f"{'layer':<22}{'shape':>22}{'maps':>9}{'torch maps/s':>15}{'numpy maps/s':>15}{'ratio':>8}"
+    )
     total_maps = 0
     total_torch = 0.0
     total_numpy = 0.0
@@ -93,14 +99,16 @@ def main() -> None:
         total_torch += t_torch
         total_numpy += t_numpy
         print(
-            f"{name:<22}{str(tuple(act.shape)):>22}{n_maps:>9}{n_maps / t_torch:>15,.0f}"
+            f"{name:<22}{tuple(act.shape)!s:>22}{n_maps:>9}{n_maps / t_torch:>15,.0f}"
             f"{n_maps / t_numpy:>15,.0f}{t_numpy / t_torch:>8.1f}"
         )
     print(
         f"{'all layers':<22}{'':>22}{total_maps:>9}{total_maps / total_torch:>15,.0f}"
         f"{total_maps / total_numpy:>15,.0f}{total_numpy / total_torch:>8.1f}"
     )
-    print(f"spectral_rolloff is {total_numpy / total_torch:.1f}x the per-map NumPy loop (target >= 20x)")
+    print(
+        f"spectral_rolloff is {total_numpy / total_torch:.1f}x the per-map NumPy loop (target >= 20x)"
+    )
 
 
 def _timed(fn: object) -> float:

@@ -7,7 +7,14 @@ from lightning_srop.statistics import STATISTICS, SROPStatistics
 
 __version__ = "0.1.0"
 
-__all__ = ["STATISTICS", "SROPCallback", "SROPStatistics", "__version__", "profile", "spectral_rolloff"]
+__all__ = [
+    "STATISTICS",
+    "SROPCallback",
+    "SROPStatistics",
+    "__version__",
+    "profile",
+    "spectral_rolloff",
+]
 
 
 def __getattr__(name: str) -> Any:

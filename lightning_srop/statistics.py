@@ -1,9 +1,9 @@
 """Layer-wise SROP statistics as a mergeable torchmetrics ``Metric``.
 
 Every state is fixed-size and reduces by addition (or min / max), so statistics merge exactly
-across batches, in any order, and across processes. Sums are kept in fixed point (int64 at
-``2**-32`` resolution, far below float32's resolution of an SROP), which makes them
-order-independent to the last bit.
+across batches, in any order, and across processes. Sums are kept in two-limb fixed point
+(two int64 sums at ``2**-30`` and ``2**-60`` resolution), which makes them order-independent to
+the last bit while keeping float64 accuracy for the mean and the standard deviation.
 """
 
 from __future__ import annotations
@@ -50,12 +50,25 @@ STATISTICS: Final[tuple[str, ...]] = (
     "invalid_fraction",
 )
 
-_FIXED_POINT: Final[float] = 2.0**32
+_LIMB: Final[float] = 2.0**30
 
 
 def _fixed_sum(values: Tensor) -> Tensor:
-    """Sum of ``values`` in int64 fixed point, exact and independent of order."""
-    return torch.round(values.to(torch.float64) * _FIXED_POINT).to(torch.int64).sum()
+    """Sum of non-negative ``values`` as two int64 limbs ``[hi, lo]``, exact in any order.
+
+    Each value is split exactly into ``hi * 2**-30 + lo * 2**-60`` (plus at most ``2**-61``);
+    integer sums of the limbs do not depend on the order of addition.
+    """
+    scaled = values.to(torch.float64) * _LIMB
+    hi = torch.floor(scaled)
+    lo = torch.round((scaled - hi) * _LIMB)
+    return torch.stack([hi.to(torch.int64).sum(), lo.to(torch.int64).sum()])
+
+
+def _from_fixed(limbs: Tensor) -> Tensor:
+    """The float64 value of a two-limb fixed-point sum."""
+    f64 = limbs.to(torch.float64)
+    return f64[0] / _LIMB + f64[1] / (_LIMB * _LIMB)
 
 
 def _bin_index(values: Tensor, num_bins: int, max_value: float) -> Tensor:
@@ -78,7 +91,7 @@ def _histogram_quantile(hist: Tensor, q: float, max_value: float) -> Tensor:
     ranks = torch.stack([lo, hi]).unsqueeze(1)
     bins = torch.searchsorted(cumulative, ranks, right=True).squeeze(1).clamp_(max=hist.numel() - 1)
     centers = (bins.to(torch.float64) + 0.5) * width
-    return centers[0] * (1 - frac) + centers[1] * frac
+    return centers[0] + frac * (centers[1] - centers[0])
 
 
 class SROPStatistics(Metric):
@@ -148,9 +161,13 @@ class SROPStatistics(Metric):
         super().__init__(**kwargs)
         _check_options(roll_percent, ndim, keep_dc, "SROPStatistics")
         if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-            raise ValueError(f"SROPStatistics: expected `num_bins` to be an int >= 2, got {num_bins!r}.")
+            raise ValueError(
+                f"SROPStatistics: expected `num_bins` to be an int >= 2, got {num_bins!r}."
+            )
         if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f"SROPStatistics: expected `scale` to be a finite float > 0, got {scale!r}.")
+            raise ValueError(
+                f"SROPStatistics: expected `scale` to be a finite float > 0, got {scale!r}."
+            )
         if max_value is None:
             max_value = (MAX_RADIUS_2D if ndim == 2 else MAX_RADIUS_1D) * float(scale)
         if not (isinstance(max_value, (int, float)) and math.isfinite(max_value) and max_value > 0):
@@ -168,16 +185,30 @@ class SROPStatistics(Metric):
         def zero() -> Tensor:
             return torch.tensor(0, dtype=torch.int64)
 
-        for name in ("count", "flat", "invalid", "fixed_sum", "fixed_sum_sq"):
+        def limbs() -> Tensor:
+            return torch.zeros(2, dtype=torch.int64)
+
+        for name in ("count", "flat", "invalid"):
             self.add_state(name, default=zero(), dist_reduce_fx="sum")
-        self.add_state("min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min")
+        for name in ("fixed_sum", "fixed_sum_sq"):
+            self.add_state(name, default=limbs(), dist_reduce_fx="sum")
         self.add_state(
-            "max_value_seen", default=torch.tensor(-math.inf, dtype=torch.float64), dist_reduce_fx="max"
+            "min_value", default=torch.tensor(math.inf, dtype=torch.float64), dist_reduce_fx="min"
         )
-        self.add_state("hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum")
-        for name in ("sample_count", "sample_fixed_sum", "sample_fixed_sum_sq"):
-            self.add_state(name, default=zero(), dist_reduce_fx="sum")
-        self.add_state("sample_hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum")
+        self.add_state(
+            "max_value_seen",
+            default=torch.tensor(-math.inf, dtype=torch.float64),
+            dist_reduce_fx="max",
+        )
+        self.add_state(
+            "hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum"
+        )
+        self.add_state("sample_count", default=zero(), dist_reduce_fx="sum")
+        for name in ("sample_fixed_sum", "sample_fixed_sum_sq"):
+            self.add_state(name, default=limbs(), dist_reduce_fx="sum")
+        self.add_state(
+            "sample_hist", default=torch.zeros(num_bins, dtype=torch.int64), dist_reduce_fx="sum"
+        )
 
     @property
     def bin_edges(self) -> Tensor:
@@ -199,7 +230,11 @@ class SROPStatistics(Metric):
 
     def _update_from_rolloff(self, result: RolloffResult) -> None:
         """Add precomputed SROPs (shape ``(N, *)``, first dim = samples) to the states."""
-        srop = result.srop.reshape(result.srop.shape[0], -1) if result.srop.dim() else result.srop.reshape(1, 1)
+        srop = (
+            result.srop.reshape(result.srop.shape[0], -1)
+            if result.srop.dim()
+            else result.srop.reshape(1, 1)
+        )
         flat = result.flat.reshape(srop.shape)
         invalid = result.invalid.reshape(srop.shape)
         valid = ~(flat | invalid)
@@ -212,12 +247,18 @@ class SROPStatistics(Metric):
             self.fixed_sum_sq += _fixed_sum(values.square())
             self.min_value = torch.minimum(self.min_value, values.min())
             self.max_value_seen = torch.maximum(self.max_value_seen, values.max())
-            self.hist += torch.bincount(_bin_index(values, self.num_bins, self.max_value), minlength=self.num_bins)
+            self.hist += torch.bincount(
+                _bin_index(values, self.num_bins, self.max_value), minlength=self.num_bins
+            )
         # Per-sample means over valid channels; samples with no valid channel are left out.
         per_sample_count = valid.sum(1)
         has_valid = per_sample_count > 0
         if bool(has_valid.any()):
-            sums = torch.where(valid, srop.to(torch.float64), torch.zeros((), dtype=torch.float64, device=srop.device))
+            sums = torch.where(
+                valid,
+                srop.to(torch.float64),
+                torch.zeros((), dtype=torch.float64, device=srop.device),
+            )
             means = (sums.sum(1)[has_valid] / per_sample_count[has_valid]) * self.scale
             self.sample_count += means.numel()
             self.sample_fixed_sum += _fixed_sum(means)
@@ -240,8 +281,9 @@ class SROPStatistics(Metric):
         n = self.count.to(f64)
         out: dict[str, Tensor] = {}
         if int(self.count) > 0:
-            mean = self.fixed_sum.to(f64) / _FIXED_POINT / n
-            mean_sq = self.fixed_sum_sq.to(f64) / _FIXED_POINT / n
+            # Fixed-point rounding must not push the mean outside the observed range.
+            mean = torch.clamp(_from_fixed(self.fixed_sum) / n, self.min_value, self.max_value_seen)
+            mean_sq = _from_fixed(self.fixed_sum_sq) / n
             out["mean"] = mean
             out["std"] = torch.sqrt(torch.clamp(mean_sq - mean.square(), min=0.0))
             out["min"] = self.min_value.to(f64)
@@ -249,11 +291,17 @@ class SROPStatistics(Metric):
         else:
             out.update(mean=nan, std=nan, min=nan, max=nan)
         for name, q in QUANTILES.items():
-            out[name] = _histogram_quantile(self.hist, q, self.max_value)
+            value = _histogram_quantile(self.hist, q, self.max_value)
+            # A bin centre may lie outside the values seen; the exact quantile never does.
+            out[name] = (
+                torch.clamp(value, self.min_value, self.max_value_seen)
+                if int(self.count)
+                else value
+            )
         if int(self.sample_count) > 0:
             ns = self.sample_count.to(f64)
-            s_mean = self.sample_fixed_sum.to(f64) / _FIXED_POINT / ns
-            s_mean_sq = self.sample_fixed_sum_sq.to(f64) / _FIXED_POINT / ns
+            s_mean = _from_fixed(self.sample_fixed_sum) / ns
+            s_mean_sq = _from_fixed(self.sample_fixed_sum_sq) / ns
             out["sample_mean"] = s_mean
             out["sample_std"] = torch.sqrt(torch.clamp(s_mean_sq - s_mean.square(), min=0.0))
         else:

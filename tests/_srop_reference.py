@@ -13,8 +13,8 @@ import numpy as np
 def shell_keys(h: int, w: int) -> np.ndarray:
     """Integer key ``k^2 W^2 + l^2 H^2`` (radius^2 * H^2 W^2) of every bin of an h x w DFT."""
     k = np.rint(np.fft.fftfreq(h) * h).astype(np.int64)
-    l = np.rint(np.fft.fftfreq(w) * w).astype(np.int64)
-    return (k[:, None] ** 2) * w * w + (l[None, :] ** 2) * h * h
+    col = np.rint(np.fft.fftfreq(w) * w).astype(np.int64)
+    return (k[:, None] ** 2) * w * w + (col[None, :] ** 2) * h * h
 
 
 def reference_shells(h: int, w: int) -> np.ndarray:
@@ -62,7 +62,9 @@ def srop_reference_with_margin(
     return out.reshape(lead), margin.reshape(lead)
 
 
-def srop_reference_1d(signals: np.ndarray, kappa: float = 0.85, keep_dc: bool = False) -> np.ndarray:
+def srop_reference_1d(
+    signals: np.ndarray, kappa: float = 0.85, keep_dc: bool = False
+) -> np.ndarray:
     """1-D SROP over the last dim (a 1 x L map)."""
     signals = np.asarray(signals, dtype=np.float64)
     return srop_reference(signals[..., None, :], kappa, keep_dc)

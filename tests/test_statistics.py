@@ -89,11 +89,16 @@ def test_quantiles_within_one_bin_on_skewed_values(num_bins: int) -> None:
     metric = SROPStatistics(num_bins=num_bins)
     metric.update(smooth)
     metric.update(noisy)
-    values = np.concatenate([spectral_rolloff(smooth).numpy().ravel(), spectral_rolloff(noisy).numpy().ravel()])
+    values = np.concatenate(
+        [spectral_rolloff(smooth).numpy().ravel(), spectral_rolloff(noisy).numpy().ravel()]
+    )
     stats = metric.compute()
     width = (math.sqrt(2) / 2) / num_bins
     for name, q in QUANTILES.items():
-        assert abs(float(stats[name]) - np.quantile(values.astype(np.float64), q)) <= width, (name, num_bins)
+        assert abs(float(stats[name]) - np.quantile(values.astype(np.float64), q)) <= width, (
+            name,
+            num_bins,
+        )
 
 
 def test_merging_in_any_batch_order_gives_identical_states() -> None:
@@ -173,7 +178,11 @@ def test_reset_returns_to_empty_state() -> None:
     metric = SROPStatistics()
     metric.update(torch.randn(2, 2, 6, 6))
     metric.reset()
-    assert int(metric.count) == 0 and int(metric.hist.sum()) == 0 and math.isinf(float(metric.min_value))
+    assert (
+        int(metric.count) == 0
+        and int(metric.hist.sum()) == 0
+        and math.isinf(float(metric.min_value))
+    )
 
 
 def test_layer_report_carries_merged_statistics() -> None:
@@ -184,7 +193,9 @@ def test_layer_report_carries_merged_statistics() -> None:
     assert report.name == "features.0" and report.depth == 3
     assert report.edges.shape == (65,) and report.counts.shape == (64,)
     assert report.counts.sum() == 12 and report.sample_counts.sum() == 3
-    assert report.stats["mean"] == pytest.approx(float(spectral_rolloff(x).double().mean()), abs=1e-9)
+    assert report.stats["mean"] == pytest.approx(
+        float(spectral_rolloff(x).double().mean()), abs=1e-9
+    )
     metric.update(x)  # the metric is still usable afterwards (states were restored, not synced)
     assert int(metric.count) == 24
 
@@ -207,5 +218,16 @@ def test_bad_configuration(kwargs: dict[str, object], exc: type[Exception], matc
 
 def test_update_with_too_few_dims() -> None:
     metric = SROPStatistics()
-    with pytest.raises(ValueError, match=r"maps of shape \(N, \*, H, W\) with at least 3 dims, got \(8, 8\)"):
+    with pytest.raises(
+        ValueError, match=r"maps of shape \(N, \*, H, W\) with at least 3 dims, got \(8, 8\)"
+    ):
         metric.update(torch.randn(8, 8))
+
+
+def test_std_of_identical_values_is_zero_to_float64_accuracy() -> None:
+    metric = SROPStatistics()
+    x = torch.randn(1, 1, 9, 9).expand(7, 5, 9, 9)  # 35 copies of one map
+    metric.update(x)
+    stats = metric.compute()
+    assert float(stats["std"]) < 1e-7 and float(stats["sample_std"]) < 1e-7
+    assert float(stats["min"]) == float(stats["mean"]) == float(stats["max"])

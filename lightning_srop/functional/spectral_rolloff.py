@@ -135,7 +135,9 @@ def _check_options(roll_percent: object, ndim: object, keep_dc: object, where: s
 
 def _check_inputs(x: object, roll_percent: object, ndim: object, keep_dc: object) -> None:
     if not isinstance(x, Tensor):
-        raise TypeError(f"spectral_rolloff: expected `x` to be a torch.Tensor, got {type(x).__name__}.")
+        raise TypeError(
+            f"spectral_rolloff: expected `x` to be a torch.Tensor, got {type(x).__name__}."
+        )
     _check_options(roll_percent, ndim, keep_dc, "spectral_rolloff")
     assert isinstance(x, Tensor)
     if x.is_complex():
@@ -156,11 +158,13 @@ def _check_inputs(x: object, roll_percent: object, ndim: object, keep_dc: object
     if any(s == 0 for s in x.shape[x.dim() - int(ndim) :]):  # type: ignore[call-overload]
         raise ValueError(
             f"spectral_rolloff: expected non-empty maps, got map size "
-            f"{tuple(x.shape[x.dim() - int(ndim):])} in shape {tuple(x.shape)}."  # type: ignore[call-overload]
+            f"{tuple(x.shape[x.dim() - int(ndim) :])} in shape {tuple(x.shape)}."  # type: ignore[call-overload]
         )
 
 
-def _iter_map_chunks(x: Tensor, lead: int, map_shape: tuple[int, int], maps: int) -> Iterator[Tensor]:
+def _iter_map_chunks(
+    x: Tensor, lead: int, map_shape: tuple[int, int], maps: int
+) -> Iterator[Tensor]:
     """Yield ``(m, H, W)`` chunks of the maps of ``x`` in row-major order, ``m <= maps``.
 
     ``x`` has ``lead`` leading dims before the map dims. Slices are taken along the leading
@@ -187,7 +191,9 @@ class _Workspace:
     allocation per chunk (measured: a large share of the time on 112 x 112 maps).
     """
 
-    def __init__(self, maps: int, height: int, width: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, maps: int, height: int, width: int, dtype: torch.dtype, device: torch.device
+    ):
         complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         half = width // 2 + 1
         self.dtype = dtype
@@ -200,7 +206,9 @@ class _Workspace:
         if maps.dtype == self.dtype:
             return maps
         if self.cast is None:
-            self.cast = torch.empty(self.spectrum.shape[0], *maps.shape[1:], dtype=self.dtype, device=maps.device)
+            self.cast = torch.empty(
+                self.spectrum.shape[0], *maps.shape[1:], dtype=self.dtype, device=maps.device
+            )
         return self.cast[: maps.shape[0]].copy_(maps)
 
 
