@@ -11,6 +11,8 @@ The pipeline for a chunk of ``m`` maps of size ``H x W`` (1-D maps are ``1 x L``
 3. cumulative sum along that order, and a binary search for the first bin whose cumulative
    energy reaches ``roll_percent`` of the total: its radius is the SROP.
 
+On CUDA, steps 2 and 3 run as one fused Triton kernel (``_triton.py``) when Triton is installed.
+
 Ties in radius are exact: the plan sorts bins by the integer key ``k^2 W^2 + l^2 H^2``, so a
 shell of equal radius is never split by rounding.
 """
@@ -24,6 +26,8 @@ from typing import Final, NamedTuple
 
 import torch
 from torch import Tensor
+
+from lightning_srop.functional._triton import triton_available, triton_rolloff
 
 __all__ = ["DEFAULT_MAX_CHUNK_BYTES", "MAX_RADIUS_1D", "MAX_RADIUS_2D", "spectral_rolloff"]
 
@@ -197,9 +201,11 @@ class _Workspace:
         complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         half = width // 2 + 1
         self.dtype = dtype
+        self.fused = triton_available(device)
         self.spectrum = torch.empty(maps, height, half, dtype=complex_dtype, device=device)
-        self.power = torch.empty(maps, height, half, dtype=dtype, device=device)
-        self.ordered = torch.empty(maps, height * half, dtype=dtype, device=device)
+        if not self.fused:  # the fused kernel needs only the spectrum
+            self.power = torch.empty(maps, height, half, dtype=dtype, device=device)
+            self.ordered = torch.empty(maps, height * half, dtype=dtype, device=device)
         self.cast: Tensor | None = None
 
     def as_compute_dtype(self, maps: Tensor) -> Tensor:
@@ -219,6 +225,17 @@ def _rolloff_chunk(
     dtype = work.dtype
     m = maps.shape[0]
     spectrum = torch.fft.rfft2(work.as_compute_dtype(maps), out=work.spectrum[:m])
+    weight = plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype]
+    if work.fused:
+        return triton_rolloff(
+            spectrum,
+            plan.order,
+            weight,
+            plan.radius[dtype],
+            roll_percent,
+            keep_dc,
+            _FLAT_TOLERANCE[dtype],
+        )
     pairs = torch.view_as_real(spectrum)
     real, imag = pairs[..., 0], pairs[..., 1]
     # |F|^2 in the spectrum's own layout (one pass), then one gather into radius order: much
@@ -226,7 +243,7 @@ def _rolloff_chunk(
     power = torch.mul(real, real, out=work.power[:m]).addcmul_(imag, imag).reshape(m, -1)
     dc_power = power[:, 0].clone()
     ordered = torch.gather(power, 1, plan.order.expand(m, -1), out=work.ordered[:m])
-    ordered.mul_(plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype])
+    ordered.mul_(weight)
     cumulative = ordered.cumsum_(1)
     kept = cumulative[:, -1]
     total = kept if keep_dc else kept + dc_power

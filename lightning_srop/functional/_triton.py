@@ -1,0 +1,172 @@
+"""A fused roll-off kernel for CUDA: one Triton program per map, after cuFFT's rfft2.
+
+The plain pipeline after the FFT (power, gather in radius order, weights, cumsum, search) makes
+five passes over the spectrum; on a GPU those passes, not the FFT, dominate (see the project's
+PERF_NOTES). This kernel reads each map's half spectrum once per pass of a two-pass scan, in
+radius order, accumulating in float64:
+
+1. the kept energy ``E`` (Hermitian-weighted power, DC weighted 0 unless kept), the DC power,
+   and the last bin with any energy;
+2. a blocked prefix scan that finds the first bin whose cumulative energy reaches
+   ``roll_percent * E``.
+
+For float32 maps the threshold comparison is made in float32 (as in the plain path). If
+rounding leaves the scan a hair under the threshold (only possible at ``roll_percent == 1``),
+the last bin with energy is the answer.
+
+The kernel is exercised on CPU by the test suite through Triton's interpreter
+(``TRITON_INTERPRET=1``), so its logic is checked on every machine; on CUDA it is used by
+:func:`~lightning_srop.functional.spectral_rolloff` unless ``LIGHTNING_SROP_DISABLE_TRITON=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import Tensor
+
+__all__ = ["triton_available", "triton_rolloff"]
+
+try:  # Triton ships with CUDA builds of PyTorch on Linux; elsewhere the plain path is used.
+    import triton
+    import triton.language as tl
+
+    _HAVE_TRITON = True
+except ImportError:  # pragma: no cover - depends on the installation
+    _HAVE_TRITON = False
+
+
+def triton_available(device: torch.device) -> bool:
+    """Whether the fused kernel can run on ``device`` (CUDA, or any device when interpreted)."""
+    if not _HAVE_TRITON or os.environ.get("LIGHTNING_SROP_DISABLE_TRITON") == "1":
+        return False
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return True
+    return device.type == "cuda"
+
+
+if _HAVE_TRITON:
+
+    @triton.jit  # type: ignore[untyped-decorator, misc]
+    def _rolloff_kernel(
+        spec_ptr: Any,
+        order_ptr: Any,
+        weight_ptr: Any,
+        radius_ptr: Any,
+        srop_ptr: Any,
+        status_ptr: Any,
+        n_bins: Any,
+        map_stride: Any,
+        roll_percent: Any,
+        flat_tolerance: Any,
+        KEEP_DC: tl.constexpr,
+        SINGLE: tl.constexpr,
+        BLOCK: tl.constexpr,
+    ) -> None:
+        pid = tl.program_id(0)
+        base = spec_ptr + pid.to(tl.int64) * map_stride
+        offs0 = tl.arange(0, BLOCK)
+
+        # Pass 1: kept energy, and the last bin that holds any.
+        total = tl.zeros((BLOCK,), dtype=tl.float64)
+        last = tl.full((BLOCK,), -1, dtype=tl.int32)
+        for start in range(0, n_bins, BLOCK):
+            offs = start + offs0
+            mask = offs < n_bins
+            idx = tl.load(order_ptr + offs, mask=mask, other=0)
+            re = tl.load(base + 2 * idx, mask=mask, other=0.0).to(tl.float64)
+            im = tl.load(base + 2 * idx + 1, mask=mask, other=0.0).to(tl.float64)
+            w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float64)
+            p = (re * re + im * im) * w
+            total += p
+            last = tl.maximum(last, tl.where(p > 0, offs, -1))
+        kept = tl.sum(total, axis=0)
+        last_bin = tl.max(last, axis=0)
+
+        dc_re = tl.load(base).to(tl.float64)
+        dc_im = tl.load(base + 1).to(tl.float64)
+        everything = kept if KEEP_DC else kept + (dc_re * dc_re + dc_im * dc_im)
+
+        # Pass 2: first bin whose cumulative energy reaches the threshold. Sums are float64;
+        # for float32 maps the comparison is made in float32, as in the plain path, so that
+        # energy at the level of float32 rounding (every bin of a float32 FFT has some) does
+        # not move the roll-off, e.g. at roll_percent = 1.
+        if SINGLE:
+            threshold = (kept.to(tl.float32) * roll_percent).to(tl.float64)
+        else:
+            threshold = kept * roll_percent
+        running = kept * 0.0
+        found = n_bins
+        for start in range(0, n_bins, BLOCK):
+            offs = start + offs0
+            mask = offs < n_bins
+            idx = tl.load(order_ptr + offs, mask=mask, other=0)
+            re = tl.load(base + 2 * idx, mask=mask, other=0.0).to(tl.float64)
+            im = tl.load(base + 2 * idx + 1, mask=mask, other=0.0).to(tl.float64)
+            w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float64)
+            p = (re * re + im * im) * w
+            cumulative = tl.cumsum(p, axis=0) + running
+            if SINGLE:
+                cumulative = cumulative.to(tl.float32).to(tl.float64)
+            hit = (cumulative >= threshold) & mask
+            found = tl.minimum(found, tl.min(tl.where(hit, offs, n_bins), axis=0))
+            running += tl.sum(p, axis=0)
+        found = tl.where(found >= n_bins, tl.maximum(last_bin, 0), found)
+
+        invalid = (everything != everything) | (everything == float("inf"))
+        flat = (kept <= everything * flat_tolerance) & (invalid == 0)
+        radius = tl.load(radius_ptr + found).to(tl.float32)
+        ok = (invalid == 0) & (flat == 0)
+        tl.store(srop_ptr + pid, tl.where(ok, radius, float("nan")))
+        tl.store(status_ptr + pid, tl.where(invalid, 2, tl.where(flat, 1, 0)).to(tl.uint8))
+
+
+def triton_rolloff(
+    spectrum: Tensor,
+    order: Tensor,
+    weight: Tensor,
+    radius: Tensor,
+    roll_percent: float,
+    keep_dc: bool,
+    flat_tolerance: float,
+) -> tuple[Tensor, Tensor]:
+    """SROPs and status codes of ``m`` half spectra, one program per map.
+
+    Args:
+        spectrum: contiguous complex tensor ``(m, H, W // 2 + 1)`` (``rfft2`` output).
+        order: int64 bin indices in radius order; ``weight``: Hermitian weights in that order
+            (DC weight 0 unless kept); ``radius``: radius of each ordered bin.
+        roll_percent, keep_dc, flat_tolerance: as in the plain path.
+
+    Returns:
+        float32 SROPs (NaN where none) and uint8 status codes (0 ok, 1 flat, 2 invalid).
+    """
+    if not _HAVE_TRITON:  # pragma: no cover - guarded by triton_available
+        raise RuntimeError("triton_rolloff: Triton is not installed.")
+    spectrum = spectrum.contiguous()
+    m = spectrum.shape[0]
+    n_bins = order.numel()
+    pairs = torch.view_as_real(spectrum).reshape(m, -1)
+    srop = torch.empty(m, dtype=torch.float32, device=spectrum.device)
+    status = torch.empty(m, dtype=torch.uint8, device=spectrum.device)
+    if m == 0:
+        return srop, status
+    block = min(1024, max(16, triton.next_power_of_2(n_bins)))
+    _rolloff_kernel[(m,)](
+        pairs,
+        order,
+        weight,
+        radius,
+        srop,
+        status,
+        n_bins,
+        pairs.shape[1],
+        float(roll_percent),
+        float(flat_tolerance),
+        KEEP_DC=keep_dc,
+        SINGLE=spectrum.dtype == torch.complex64,
+        BLOCK=block,
+    )
+    return srop, status
