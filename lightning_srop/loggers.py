@@ -218,18 +218,22 @@ def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> 
 
 def _histograms_of(
     report: LayerReport, prefix: str
-) -> list[tuple[str, np.ndarray, np.ndarray, bool]]:
-    """The non-empty ``(tag, counts, edges, is_srop)`` histograms of one report."""
-    where = f"log_histograms: report {report.name!r}"
-    out = []
-    for tag, counts, is_srop in (
-        (f"{prefix}/{report.name}", report.counts, True),
-        (f"{prefix}/{report.name}/{PER_SAMPLE_SUFFIX}", report.sample_counts, False),
+) -> list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]]:
+    """The non-empty ``(tag, counts, edges, stats)`` histograms of one report, trimmed.
+
+    ``stats`` are the exact statistics of the histogram's values where the report has them
+    (the SROP histogram), else empty (the per-sample histogram: no per-sample count is kept).
+    """
+    out: list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]] = []
+    for tag, field, counts, stats in (
+        (f"{prefix}/{report.name}", "counts", report.counts, report.stats),
+        (f"{prefix}/{report.name}/{PER_SAMPLE_SUFFIX}", "sample_counts", report.sample_counts, {}),
     ):
+        where = f"log_histograms: report {report.name!r} ({field})"
         counts_arr, edges_arr = _check_histogram(counts, report.edges, where)
         trimmed_counts, trimmed_edges = trim_empty_bins(counts_arr, edges_arr)
         if trimmed_counts.size:
-            out.append((tag, trimmed_counts, trimmed_edges, is_srop))
+            out.append((tag, trimmed_counts, trimmed_edges, stats))
     return out
 
 
@@ -324,7 +328,6 @@ def log_histograms(
             f"log_histograms: expected `prefix` to be a non-empty str, got {prefix!r}."
         )
     histograms = [h for report in reports for h in _histograms_of(report, prefix)]
-    stats_by_tag = {f"{prefix}/{r.name}": r.stats for r in reports}
     unsupported: list[str] = []
     wandb_record: dict[str, Any] | None = None
     for logger in loggers:
@@ -332,8 +335,7 @@ def log_histograms(
         if kind is None:
             _unsupported_name(logger, unsupported)
         elif kind == "tensorboard":
-            for tag, counts, edges, is_srop in histograms:
-                stats = stats_by_tag[tag] if is_srop else {}
+            for tag, counts, edges, stats in histograms:
                 total, total_sq = _sums(counts, edges, stats)
                 experiment.add_histogram_raw(
                     _with_logger_prefix(logger, tag),

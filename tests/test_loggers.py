@@ -335,7 +335,9 @@ def test_log_histograms_argument_errors(tmp_path: Path, kwargs: Any, message: st
 def test_log_histograms_names_a_malformed_report(tmp_path: Path) -> None:
     report = _report("conv", {1: 1})
     broken = LayerReport("broken", {}, EDGES[:10], report.counts, report.sample_counts)
-    with pytest.raises(ValueError, match=r"report 'broken': expected `edges` of shape \(1025,\)"):
+    with pytest.raises(
+        ValueError, match=r"report 'broken' \(counts\): expected `edges` of shape \(1025,\)"
+    ):
         log_histograms([CSVLogger(tmp_path)], [report, broken], step=0)
 
 
