@@ -85,9 +85,9 @@ def test_fused_kernel_matches_float64_reference(interpreted: dict[str, object]) 
 
 
 def test_fused_kernel_flat_maps(interpreted: dict[str, object]) -> None:
-    x, srop, flat, invalid = interpreted["7x7-torch.float32-0.85-False"]  # type: ignore[misc]
+    _, _, flat, _ = interpreted["7x7-torch.float32-0.85-False"]  # type: ignore[misc]
     assert bool(flat[0]) and bool(flat[1]) and not bool(flat[4:].any())
-    _x, srop, flat, _invalid = interpreted["7x7-torch.float32-0.85-True"]  # type: ignore[misc]
+    _, srop, flat, _ = interpreted["7x7-torch.float32-0.85-True"]  # type: ignore[misc]
     assert bool(flat[0]) and not bool(flat[1])  # with DC kept, a constant is not flat ...
     assert float(srop[1]) == 0.0  # ... its SROP is the DC radius
 
