@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Create (or reuse) .venv in the repo root with lightning-srop and everything its recipes,
+# tests and docs need. Safe to run again: it reinstalls only when pyproject.toml changed.
+#
+# PyTorch: TORCH_SPEC picks the build (default: the pinned CPU/CUDA wheels this project is
+# tested with). On a machine with other wheels, e.g.:  TORCH_SPEC="torch torchvision" bash scripts/setup_venv.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+stamp=.venv/.lightning-srop-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) ${TORCH_SPEC}"
+
+if [ ! -x .venv/bin/python ]; then
+    echo "[setup] creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "[setup] installing PyTorch (${TORCH_SPEC}) and lightning-srop[all] into .venv (first run takes a few minutes)"
+    .venv/bin/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "is ignored" || true
+    # shellcheck disable=SC2086
+    .venv/bin/python -m pip install --quiet ${TORCH_SPEC} 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -m pip install --quiet -e ".[all]" 2>&1 | grep -v "is ignored" || true
+    .venv/bin/python -c "import lightning_srop, torch, torchvision, lightning" # fail loudly if anything is missing
+    echo "$want" > "$stamp"
+else
+    echo "[setup] reusing .venv ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))"
+fi
