@@ -27,7 +27,10 @@ is ``f"{prefix}/{name}/per_sample_mean"``. That name is deliberately not
 cannot hold both a number and a histogram. A logger's own ``prefix`` argument is honoured the
 way Lightning honours it for scalars (``"{logger_prefix}-{tag}"``).
 
-**Steps.** Pass the trainer's ``global_step``, as Lightning's own callbacks do.
+**Steps.** Pass :func:`logger_step` ``(trainer)``: the step at which Lightning logs
+epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is what
+``self.log``, ``LearningRateMonitor`` and ``DeviceStatsMonitor`` use; during validation inside
+``fit`` it is ``global_step - 1``), so that histograms and figures share the scalars' x.
 
 * TensorBoard: written at ``global_step=step``; TensorBoard tolerates any order.
 * W&B: Lightning's ``WandbLogger`` never passes ``step=`` to ``wandb.log``; it logs
@@ -36,8 +39,8 @@ way Lightning honours it for scalars (``"{logger_prefix}-{tag}"``).
   counts calls. Passing ``step=global_step`` to ``wandb.log`` would fall behind that counter
   after the first few scalar logs, and W&B silently drops records whose step goes backwards. So
   histograms and images go through the same route as Lightning's scalars
-  (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step``): they never
-  go backwards and share their x-axis with the scalars.
+  (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step = step``):
+  they never go backwards and share their x-axis with the scalars.
 
 Loggers with neither histograms nor images (``CSVLogger``, MLflow, Comet, Neptune, ...) are
 returned by name so that the caller can say so once.
@@ -64,6 +67,7 @@ __all__ = [
     "WANDB_MAX_BINS",
     "log_figure",
     "log_histograms",
+    "logger_step",
     "rebin",
     "trim_empty_bins",
 ]
@@ -283,11 +287,33 @@ def _wandb_log(logger: Logger, kind: str, record: dict[str, Any], step: int) -> 
         _experiment(logger).log({**record, _WANDB_STEP_KEY: step})
 
 
+def logger_step(trainer: Any) -> int:
+    """The step at which Lightning logs epoch-level metrics right now: pass it as ``step``.
+
+    Lightning's logger connector (``self.log(..., on_epoch=True)``) and its own monitors
+    (``LearningRateMonitor``, ``DeviceStatsMonitor``) log against
+    ``trainer.fit_loop.epoch_loop._batches_that_stepped``, not ``trainer.global_step``. During a
+    validation run inside ``fit`` the two differ by one (the last training batch is not counted
+    yet), and with several optimizers ``global_step`` counts every optimizer's step. Logging
+    histograms and figures at this step puts them at the same x as the SROP scalars, in
+    TensorBoard and as ``trainer/global_step`` in W&B.
+
+    Args:
+        trainer: a ``lightning.pytorch`` or ``pytorch_lightning`` ``Trainer``.
+
+    Returns:
+        ``_batches_that_stepped`` when the trainer has it, else ``trainer.global_step``.
+    """
+    epoch_loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(epoch_loop, "_batches_that_stepped", None)
+    if isinstance(step, int) and not isinstance(step, bool):
+        return step
+    return int(trainer.global_step)
+
+
 def _check_step(step: object, where: str) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
-        raise ValueError(
-            f"{where}: expected `step` to be an int >= 0 (the global step), got {step!r}."
-        )
+        raise ValueError(f"{where}: expected `step` to be an int >= 0, got {step!r}.")
     return int(step)
 
 
@@ -312,7 +338,7 @@ def log_histograms(
             ``pytorch_lightning``; also any logger whose ``experiment`` is a TensorBoard
             ``SummaryWriter`` or a W&B run.
         reports: per-layer reports.
-        step: the trainer's global step.
+        step: the logging step, normally :func:`logger_step` ``(trainer)``.
         prefix: first component of every tag.
 
     Returns:
@@ -386,8 +412,8 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
     Args:
         loggers: Lightning loggers, as for :func:`log_histograms`.
         figure: a matplotlib figure, e.g. from :func:`lightning_srop.plots.plot_layer_profile`.
-        tag: image tag / W&B key, e.g. ``"srop/profile"``.
-        step: the trainer's global step.
+        tag: image tag / W&B key, e.g. ``"srop/layer_profile"``.
+        step: the logging step, normally :func:`logger_step` ``(trainer)``.
 
     Returns:
         The class names (each once, in order) of the loggers skipped for lack of image support.

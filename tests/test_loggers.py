@@ -321,7 +321,7 @@ def test_csv_logger_is_reported_unsupported_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"step": -1}, r"log_histograms: expected `step` to be an int >= 0 .*got -1"),
+        ({"step": -1}, r"log_histograms: expected `step` to be an int >= 0, got -1"),
         ({"step": True}, r"`step` .*got True"),
         ({"step": 1.5}, r"`step` .*got 1.5"),
         ({"step": 0, "prefix": ""}, r"log_histograms: expected `prefix` to be a non-empty str"),
@@ -539,3 +539,59 @@ def test_wandb_run_behind_an_unknown_logger(wandb_offline: Path) -> None:
     assert hist_row["srop/conv/values"] == [2] and hist_row["trainer/global_step"] == 5
     (image_row,) = [row for row in rows if "fig/_type" in row]
     assert image_row["trainer/global_step"] == 5
+
+
+# ------------------------------------------------------------------------------------------
+# Steps in a real Trainer
+# ------------------------------------------------------------------------------------------
+
+
+def test_logger_step_matches_lightning_scalars(tmp_path: Path) -> None:
+    import lightning.pytorch as lp
+    from torch import nn
+
+    from lightning_srop.loggers import logger_step
+
+    class Model(lp.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Linear(4, 2)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            self.log("val/acc", (self.net(x).argmax(1) == y).float().mean())
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    global_steps: list[int] = []
+
+    class Writer(lp.Callback):
+        def on_validation_epoch_end(self, trainer: lp.Trainer, module: lp.LightningModule) -> None:
+            if trainer.sanity_checking:
+                return
+            global_steps.append(trainer.global_step)
+            log_histograms(trainer.loggers, [_report("net", {7: 1})], step=logger_step(trainer))
+
+    data = torch.utils.data.TensorDataset(torch.randn(12, 4), torch.randint(0, 2, (12,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    logger = TensorBoardLogger(tmp_path, name="tb")
+    trainer = lp.Trainer(
+        max_epochs=2,
+        logger=logger,
+        callbacks=[Writer()],
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Model(), loader, loader)
+    acc = _accumulator(logger)
+    scalar_steps = [e.step for e in acc.Scalars("val/acc")]
+    assert scalar_steps == [2, 5]  # 3 batches per epoch; Lightning logs before the last counts
+    assert [e.step for e in acc.Histograms("srop/net")] == scalar_steps
+    assert global_steps == [3, 6]  # what `trainer.global_step` would have given
