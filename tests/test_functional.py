@@ -322,6 +322,16 @@ def test_memory_stays_bounded_on_a_large_channels_last_activation() -> None:
     )
 
 
+def test_inputs_that_require_grad_and_inference_tensors() -> None:
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = spectral_rolloff(x)
+    assert not out.requires_grad
+    assert torch.equal(out, spectral_rolloff(x.detach()))
+    with torch.inference_mode():
+        y = torch.randn(2, 3, 8, 8)
+        assert spectral_rolloff(y).shape == (2, 3)
+
+
 # ---------------------------------------------------------------- errors
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),

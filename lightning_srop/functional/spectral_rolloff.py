@@ -272,12 +272,20 @@ def _spectral_rolloff_impl(
             f"spectral_rolloff: expected `max_chunk_bytes` to be a positive int or None, "
             f"got {max_chunk_bytes!r}."
         )
+    with torch.no_grad():  # an SROP has no useful gradient; activations may still require one
+        return _compute(x, float(roll_percent), ndim, keep_dc, max_chunk_bytes)
+
+
+def _compute(
+    x: Tensor, roll_percent: float, ndim: int, keep_dc: bool, max_chunk_bytes: int | None
+) -> RolloffResult:
+    """The SROPs of validated input, chunk by chunk into preallocated outputs."""
     lead_shape = tuple(x.shape[: x.dim() - ndim])
     map_shape: tuple[int, int] = (
         (int(x.shape[-2]), int(x.shape[-1])) if ndim == 2 else (1, int(x.shape[-1]))
     )
-    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     n_maps = math.prod(lead_shape)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     out_srop = torch.empty(n_maps, dtype=torch.float32, device=x.device)
     out_status = torch.empty(n_maps, dtype=torch.uint8, device=x.device)
     if n_maps > 0:
@@ -296,7 +304,7 @@ def _spectral_rolloff_impl(
         work = _Workspace(min(maps_per_chunk, n_maps), height, width, dtype, x.device)
         start = 0
         for chunk in _iter_map_chunks(source, lead, map_shape, maps_per_chunk):
-            srop, status = _rolloff_chunk(chunk, plan, float(roll_percent), keep_dc, work)
+            srop, status = _rolloff_chunk(chunk, plan, roll_percent, keep_dc, work)
             stop = start + chunk.shape[0]
             out_srop[start:stop] = srop
             out_status[start:stop] = status
