@@ -588,6 +588,7 @@ def test_logger_step_matches_lightning_scalars(tmp_path: Path) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        log_every_n_steps=1,
     )
     trainer.fit(Model(), loader, loader)
     acc = _accumulator(logger)
