@@ -36,9 +36,9 @@ epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is wha
 * W&B: Lightning's ``WandbLogger`` never passes ``step=`` to ``wandb.log``; it logs
   ``trainer/global_step`` as a metric and declares it the x-axis of every key
   (``define_metric("*", step_metric="trainer/global_step")``), while wandb's own ``_step``
-  counts calls. Passing ``step=global_step`` to ``wandb.log`` would fall behind that counter
-  after the first few scalar logs, and W&B silently drops records whose step goes backwards. So
-  histograms and images go through the same route as Lightning's scalars
+  counts ``log`` calls. That counter runs ahead of the trainer's step as soon as more than one
+  record is logged per step (training and validation scalars, learning rates, ...), and W&B
+  silently drops a record whose ``step=`` is below it. So histograms and images go through the same route as Lightning's scalars
   (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step = step``):
   they never go backwards and share their x-axis with the scalars.
 
@@ -407,7 +407,8 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
 
     The figure is rendered once (Agg through ``Figure.savefig``, no pyplot, the figure is left
     open and unchanged) and written with TensorBoard's ``add_image`` or as a ``wandb.Image``
-    (through ``WandbLogger.log_image``, so at ``trainer/global_step = step``).
+    (through ``WandbLogger.log_metrics``, as ``WandbLogger.log_image`` does, so at
+    ``trainer/global_step = step``).
 
     Args:
         loggers: Lightning loggers, as for :func:`log_histograms`.
