@@ -503,6 +503,22 @@ def test_wandb_histograms_and_figure(wandb_offline: Path) -> None:
     assert (Path(run_dir) / "files" / image_row["srop/profile/path"]).is_file()
 
 
+def test_pytorch_lightning_wandb_logger(wandb_offline: Path) -> None:
+    import pytorch_lightning as pl
+
+    logger = pl.loggers.WandbLogger(
+        offline=True, save_dir=str(wandb_offline), project="srop", settings=_wandb_settings()
+    )
+    assert log_histograms([logger], [_report("conv", {3: 2})], step=6) == []
+    assert log_figure([logger], _small_figure(), tag="fig", step=6) == []
+    logger.experiment.finish()
+    rows = _wandb_history(wandb_offline)
+    (hist_row,) = [row for row in rows if "srop/conv/values" in row]
+    assert hist_row["srop/conv/values"] == [2] and hist_row["trainer/global_step"] == 6
+    (image_row,) = [row for row in rows if "fig/_type" in row]
+    assert image_row["trainer/global_step"] == 6
+
+
 def test_wandb_run_behind_an_unknown_logger(wandb_offline: Path) -> None:
     import wandb
 
