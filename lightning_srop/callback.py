@@ -26,18 +26,17 @@ from typing import Any, Final, Literal
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
-from lightning_utilities.core.rank_zero import rank_zero_warn
 from typing_extensions import override
 
 from lightning_srop.engine import (
     COMPILED_CHOICES,
     LayerChoice,
     SROPEngine,
-    SROPWarning,
     _is_compiled,
     check_choice,
     check_engine_options,
     check_layer_choice,
+    notice,
 )
 from lightning_srop.profile import batch_input
 from lightning_srop.report import LayerReport
@@ -206,7 +205,7 @@ class SROPCallback(Callback):
     def _notice(self, key: str, message: str) -> None:
         if key not in self._noticed:
             self._noticed.add(key)
-            rank_zero_warn(f"SROPCallback: {message}", category=SROPWarning)
+            notice(f"SROPCallback: {message}", stacklevel=4)
 
     def _make_engine(self, pl_module: LightningModule) -> SROPEngine:
         return SROPEngine(
@@ -354,10 +353,10 @@ class SROPCallback(Callback):
             self._log_extras(trainer, reports)
 
     def _log_extras(self, trainer: Trainer, reports: list[LayerReport]) -> None:
-        step = int(trainer.global_step)
-        if self.log_histograms:
-            from lightning_srop.loggers import log_histograms
+        from lightning_srop.loggers import log_histograms, logger_step
 
+        step = logger_step(trainer)  # the step Lightning logs the epoch's scalars at
+        if self.log_histograms:
             for name in log_histograms(trainer.loggers, reports, step=step, prefix=self.prefix):
                 self._notice(
                     f"hist:{name}",

@@ -47,12 +47,14 @@ from __future__ import annotations
 import contextlib
 import difflib
 import math
+import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final, Literal, TypeAlias
 
 import torch
-from lightning_utilities.core.rank_zero import rank_zero_warn
+from lightning_utilities.core.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -68,6 +70,8 @@ __all__ = [
     "SROPWarning",
     "check_layer_choice",
     "clean_name",
+    "is_rank_zero",
+    "notice",
     "resolve_layers",
 ]
 
@@ -142,6 +146,23 @@ LayerChoice: TypeAlias = (
 
 class SROPWarning(UserWarning):
     """A notice about a layer that is skipped or a logger that cannot show something."""
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is the global rank zero (Lightning's rank, else the environment)."""
+    rank = getattr(rank_zero_only, "rank", None)
+    if rank is None:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            rank = torch.distributed.get_rank()
+        else:
+            rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
+    return int(rank) == 0
+
+
+def notice(message: str, *, stacklevel: int = 3) -> None:
+    """Emit ``message`` as a :class:`SROPWarning` on rank zero only."""
+    if is_rank_zero():
+        warnings.warn(message, SROPWarning, stacklevel=stacklevel)
 
 
 def clean_name(root: nn.Module, raw_name: str) -> str:
@@ -552,7 +573,7 @@ class SROPEngine:
         if key in self._noticed:
             return
         self._noticed.add(key)
-        rank_zero_warn(f"{self.owner}: {message}", category=SROPWarning)
+        notice(f"{self.owner}: {message}", stacklevel=4)
 
     def _map_ndim(self, name: str, module: nn.Module, output: Tensor) -> int | None:
         dims = output.dim()

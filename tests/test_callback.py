@@ -261,9 +261,10 @@ def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
             hist = acc.Histograms(f"srop/{layer}")
             assert len(hist) == 2
             assert hist[epoch].histogram_value.num == values.size
-    # histograms are written at trainer.global_step (Lightning writes its own epoch-end scalars
-    # at its count of batches that stepped, one less than global_step at the end of an epoch)
-    assert [e.step for e in acc.Histograms(f"srop/{LAYERS[0]}")] == recorder.steps
+    # histograms and figures share the steps of Lightning's epoch-level scalars
+    steps = [e.step for e in acc.Scalars(f"srop/{LAYERS[0]}/mean")]
+    assert [e.step for e in acc.Histograms(f"srop/{LAYERS[0]}")] == steps
+    assert [e.step for e in acc.Images("srop/layer_profile")] == steps
 
     rows = read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
     for layer in LAYERS:
@@ -388,7 +389,7 @@ def test_wandb_offline_records_scalars_and_histograms(
             if f"srop/{layer}/values" in r
         ]
         assert len(means) == 2 and means[0][0] < means[1][0]
-        assert [s for s, _ in hists] == recorder.steps
+        assert [s for s, _ in hists] == [s for s, _ in means]
         for (_, mean), (_, hist), weights in zip(means, hists, recorder.weights, strict=True):
             values = reference_srops(weights, batches, [layer])[layer]
             values = values[np.isfinite(values)]
