@@ -24,7 +24,6 @@ torchvision's ``ImageNet`` (``ILSVRC2012_img_train.tar``, ``ILSVRC2012_img_val.t
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -322,7 +321,7 @@ def main(args: Sequence[str] | None = None, run: bool = True) -> ImageNetCLI:
         ImageNetDataModule,
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
-        args=list(sys.argv[1:] if args is None else args),
+        args=None if args is None else list(args),
         run=run,
         save_config_kwargs={"overwrite": True},
     )

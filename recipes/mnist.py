@@ -246,7 +246,7 @@ class SROPCLI(LightningCLI):
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TRAINER_DEFAULTS: dict[str, Any] = {
-    "max_epochs": 8,
+    "max_epochs": 15,
     "default_root_dir": "runs/mnist",
     "deterministic": True,
     "log_every_n_steps": 10,
@@ -275,13 +275,23 @@ def normalize_args(args: Sequence[str] | None) -> list[str]:
 
 
 def main(args: Sequence[str] | None = None, run: bool = True) -> SROPCLI:
-    """Entry point of ``python -m recipes.mnist``; ``args`` replaces ``sys.argv[1:]``."""
+    """Entry point of ``python -m recipes.mnist``; ``args`` replaces ``sys.argv[1:]``.
+
+    With ``run=True`` the short spellings of :func:`normalize_args` apply.
+    """
+    cli_args: list[str] | None
+    if args is None:
+        if run:
+            sys.argv[1:] = normalize_args(sys.argv[1:])
+        cli_args = None
+    else:
+        cli_args = normalize_args(args) if run else list(args)
     return SROPCLI(
         SmallCNN,
         DigitsDataModule,
         seed_everything_default=0,
         trainer_defaults=TRAINER_DEFAULTS,
-        args=normalize_args(args) if run else list(args or []),
+        args=cli_args,
         run=run,
         save_config_kwargs={"overwrite": True},
     )
