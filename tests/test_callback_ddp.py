@@ -1,0 +1,185 @@
+"""SROPCallback under DDP with two CPU processes (gloo): the merged per-layer statistics equal
+those of one process over the union of both ranks' batches, on every rank."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_srop import STATISTICS, SROPCallback, SROPStatistics
+
+LAYERS = ["features.0", "features.2", "extra"]
+
+
+class DDPNet(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 2, 3)
+        )
+        self.extra = nn.AvgPool2d(2)  # called on rank 1 only: rank 0 has no statistics for it
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        h = self(batch[0])
+        if self.global_rank == 1:
+            self.extra(h)
+        self.log("val_mean", h.mean(), sync_dist=True)
+
+
+def dataset() -> TensorDataset:
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(16, 1, 12, 12, generator=g)
+    x[3] = 0.0  # flat maps
+    return TensorDataset(x, torch.zeros(16))
+
+
+class InputRecorder(Callback):
+    def __init__(self) -> None:
+        self.inputs: list[Tensor] = []
+
+    def on_validation_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args: Any
+    ) -> None:
+        self.inputs.append(batch[0].clone())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        WORLD_SIZE=str(world_size),
+        NODE_RANK="0",
+        LOCAL_RANK=str(rank),
+        RANK=str(rank),
+    )
+    torch.manual_seed(0)
+    model = DDPNet()  # the same weights on every rank
+    cb = SROPCallback(layers=LAYERS, num_batches=None, stats=STATISTICS)
+    recorder = InputRecorder()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=world_size,
+        strategy=DDPStrategy(process_group_backend="gloo"),
+        callbacks=[cb, recorder],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=out_dir,
+    )
+    trainer.validate(model, DataLoader(dataset(), batch_size=4), verbose=False)
+    torch.save(
+        {
+            "stats": {r.name: r.stats for r in cb.last_reports},
+            "counts": {r.name: r.counts for r in cb.last_reports},
+            "sample_counts": {r.name: r.sample_counts for r in cb.last_reports},
+            "metrics": {k: float(v) for k, v in trainer.callback_metrics.items()},
+            "inputs": recorder.inputs,
+            "state": model.state_dict(),
+            "hooks": sum(len(m._forward_hooks) for m in model.modules()),
+        },
+        Path(out_dir) / f"rank{rank}.pt",
+    )
+
+
+def np_srop(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
+    """Float64 reference: full fft2, exact integer radius keys, shells, cumulative energy."""
+    maps = np.asarray(maps, dtype=np.float64)
+    h, w = maps.shape[-2:]
+    k = np.abs(np.rint(np.fft.fftfreq(h) * h)).astype(np.int64)
+    j = np.abs(np.rint(np.fft.fftfreq(w) * w)).astype(np.int64)
+    keys = ((k[:, None] ** 2) * w * w + (j[None, :] ** 2) * h * h).ravel()
+    shells, inverse = np.unique(keys, return_inverse=True)
+    radii = np.sqrt(shells.astype(np.float64)) / (h * w)
+    out = []
+    for m in maps.reshape(-1, h, w):
+        power = (np.abs(np.fft.fft2(m)) ** 2).ravel()
+        power[0] = 0.0
+        if power.sum() <= 1e-12 * max(float(np.sum(m**2)), 1e-300):
+            out.append(np.nan)
+            continue
+        cumulative = np.cumsum(np.bincount(inverse, weights=power, minlength=len(shells)))
+        out.append(radii[np.argmax(cumulative >= kappa * power.sum())])
+    return np.array(out)
+
+
+def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path) -> None:
+    ctx = mp.start_processes(
+        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + 240
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail("DDP workers did not finish in 240 s (a collective that hangs?)")
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    assert all(r["hooks"] == 0 for r in results)
+
+    # Both ranks saw disjoint halves whose union is the whole validation set.
+    seen = [torch.cat(r["inputs"]) for r in results]
+    assert seen[0].shape[0] == seen[1].shape[0] == 8
+    union = torch.cat(seen)
+    rows = {tuple(x.flatten().tolist()) for x in union}
+    assert rows == {tuple(x.flatten().tolist()) for x in dataset().tensors[0]}
+
+    # One process over the union: the same model, its own hooks, one Metric per layer.
+    model = DDPNet()
+    model.load_state_dict(results[0]["state"])
+    model.eval()
+    outputs: dict[str, list[Tensor]] = {name: [] for name in LAYERS}
+    for name in LAYERS[:2]:
+        model.get_submodule(name).register_forward_hook(
+            lambda m, a, o, name=name: outputs[name].append(o.detach())
+        )
+    with torch.no_grad():
+        for x in seen[0].split(4):
+            model(x)
+        for x in seen[1].split(4):
+            outputs["extra"].append(model.extra(model(x)))
+    for name in LAYERS:
+        single = SROPStatistics()
+        for out in outputs[name]:
+            single.update(out)
+        expected = {k: float(v) for k, v in single.compute().items()}
+        ref = np.concatenate([np_srop(o.double().numpy()) for o in outputs[name]])
+        for rank, res in enumerate(results):
+            got = res["stats"][name]
+            for key in STATISTICS:
+                same = got[key] == expected[key] or (
+                    math.isnan(got[key]) and math.isnan(expected[key])
+                )
+                assert same, (rank, name, key, got[key], expected[key])
+            assert np.array_equal(res["counts"][name], single.hist.numpy())
+            assert np.array_equal(res["sample_counts"][name], single.sample_hist.numpy())
+            # and against the NumPy reference
+            assert got["mean"] == pytest.approx(np.nanmean(ref), rel=1e-6)
+            assert got["count"] == np.isfinite(ref).sum()
+            assert got["flat"] == np.isnan(ref).sum()
+            # logged values are the merged ones, the same on every rank
+            assert res["metrics"][f"srop/{name}/mean"] == pytest.approx(got["mean"], rel=1e-6)
+    assert results[0]["stats"]["features.0"]["flat"] > 0  # the all-zero image
+    assert list(results[0]["stats"]) == list(results[1]["stats"])
+    assert results[0]["metrics"] == results[1]["metrics"]
