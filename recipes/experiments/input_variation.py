@@ -40,7 +40,7 @@ from recipes.experiments._common import (
     write_csv,
 )
 
-__all__ = ["LAYERS", "grating_bank", "main", "mix", "run"]
+__all__ = ["LAYERS", "grating_bank", "main", "mix", "pattern_index", "run"]
 
 LAYERS: tuple[str, ...] = (
     "features.conv1",
@@ -75,15 +75,19 @@ def gratings(index: Tensor, size: int, generator: torch.Generator) -> Tensor:
     return (0.5 + 0.5 * wave).unsqueeze(1)
 
 
+def pattern_index(labels: Tensor, case: str, generator: torch.Generator) -> Tensor:
+    """The grating of each image: its label (CASE I) or a random one (CASE II)."""
+    if case == "I":
+        return labels.clone()
+    if case == "II":
+        return torch.randint(0, 10, labels.shape, generator=generator)
+    raise ValueError(f"case={case!r} is not one of {tuple(CASES)}")
+
+
 def mix(digits: Tensor, labels: Tensor, w: float, case: str, seed: int) -> tuple[Tensor, Tensor]:
     """``(w * pattern + (1 - w) * digit, pattern)`` for ``case`` ``"I"`` or ``"II"``."""
     generator = torch.Generator().manual_seed(seed)
-    if case == "I":
-        index = labels.clone()
-    elif case == "II":
-        index = torch.randint(0, 10, labels.shape, generator=generator)
-    else:
-        raise ValueError(f"case={case!r} is not one of {tuple(CASES)}")
+    index = pattern_index(labels, case, generator)
     pattern = gratings(index, digits.shape[-1], generator)
     return w * pattern + (1.0 - w) * digits, pattern
 
@@ -264,7 +268,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--max-train", type=int, default=None, help="keep this many train images")
     parser.add_argument("--max-val", type=int, default=None, help="keep this many val images")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
+        "these tiny models on a busy or small CPU",
+    )
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     for w in args.weights:
         if not 0.0 <= w <= 1.0:
             parser.error(f"--weights must lie in [0, 1], got {w}")

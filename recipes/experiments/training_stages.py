@@ -254,7 +254,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="validation images profiled and scored at each stage",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
+        "these tiny models on a busy or small CPU",
+    )
     args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     return run(
         args.out_dir,
         epochs=args.epochs,
