@@ -198,6 +198,20 @@ class SROPCallback(Callback):
 
     # ------------------------------------------------------------------ helpers
     @property
+    @override
+    def state_key(self) -> str:
+        layers = self.layers
+        if callable(layers) and not isinstance(layers, type):
+            layers_key: object = getattr(layers, "__qualname__", type(layers).__name__)
+        elif isinstance(layers, type):
+            layers_key = layers.__name__
+        elif isinstance(layers, tuple) and all(isinstance(t, type) for t in layers):
+            layers_key = tuple(t.__name__ for t in layers)
+        else:
+            layers_key = layers
+        return self._generate_state_key(prefix=self.prefix, layers=repr(layers_key))
+
+    @property
     def engine(self) -> SROPEngine | None:
         """The hook engine (``None`` before ``setup``)."""
         return self._engine
@@ -252,7 +266,9 @@ class SROPCallback(Callback):
                 f"compilation. Valid choices: {', '.join(map(repr, COMPILED_CHOICES))} ('eager' "
                 "runs the measured batches eagerly)."
             )
-        if self._engine is None or self._engine.model is not pl_module:
+        has_submodules = next(pl_module.children(), None) is not None
+        if has_submodules and (self._engine is None or self._engine.model is not pl_module):
+            # Layers made later in `configure_model` are resolved at the first measured epoch.
             self._engine = self._make_engine(pl_module)
         if not trainer.loggers:
             self._notice(

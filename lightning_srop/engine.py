@@ -424,6 +424,9 @@ class SROPEngine:
         num_bins: histogram bins of each layer's statistics.
         compiled: ``"eager"`` runs compiled code eagerly while attached so hooks fire;
             ``"error"`` raises if the model holds compiled code.
+        sync: merge the statistics across processes in :meth:`reports` when
+            ``torch.distributed`` is initialized (then every process must call it); ``False``
+            keeps them local to this process.
         owner: who drives the engine, for messages.
 
     Example:
@@ -451,6 +454,7 @@ class SROPEngine:
         repeated: Literal["separate", "merge", "first"] = "separate",
         num_bins: int = 1024,
         compiled: Literal["eager", "error"] = "eager",
+        sync: bool = True,
         owner: str = "SROPEngine",
     ) -> None:
         check_engine_options(
@@ -472,6 +476,7 @@ class SROPEngine:
         self.repeated = repeated
         self.num_bins = num_bins
         self.compiled = compiled
+        self.sync = bool(sync)
         self.owner = owner
         self.layers: list[tuple[str, nn.Module]] = resolve_layers(model, layers, owner=owner)
         self.metrics: dict[str, SROPStatistics] = {}
@@ -647,6 +652,7 @@ class SROPEngine:
                     keep_dc=self.keep_dc,
                     scale=scale,
                     num_bins=self.num_bins,
+                    sync_on_compute=self.sync,
                 ).to(output.device)
             self.metrics[key] = metric
             self._device = output.device
@@ -683,6 +689,8 @@ class SROPEngine:
 
     def _merge_keys(self) -> None:
         """Give every process the same metrics in the same order (a collective when distributed)."""
+        if not self.sync:
+            return
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
         world = torch.distributed.get_world_size()
@@ -722,6 +730,7 @@ class SROPEngine:
                         scale=scale,
                         num_bins=self.num_bins,
                         max_value=max_value,
+                        sync_on_compute=self.sync,
                     ).to(device)
             metrics[key] = metric
         self.metrics = metrics
@@ -729,8 +738,8 @@ class SROPEngine:
     def reports(self) -> list[LayerReport]:
         """Compute one :class:`LayerReport` per measured layer key, in first-call order.
 
-        When distributed, this is a collective (every process must call it) and every process
-        gets the same merged reports: counts, sums and histograms are added over processes,
+        When distributed (and ``sync=True``), this is a collective (every process must call it)
+        and every process gets the same merged reports: counts, sums and histograms are added over processes,
         min/max reduced, so the result equals one process measuring all processes' batches.
         """
         self._merge_keys()

@@ -126,6 +126,7 @@ def profile_reports(
         unit=unit,
         repeated=repeated,
         num_bins=num_bins,
+        sync=False,  # local to this process: never a collective that other ranks must join
         owner=owner,
     )
     original_device = _model_device(model)
@@ -170,7 +171,8 @@ def profile(
 
     The model runs in eval mode under ``torch.no_grad``; each module's train/eval mode is
     restored afterwards (and its device, if ``device`` moved it). No hook is left behind, even
-    if the model raises.
+    if the model raises. The statistics are local to the calling process (no merge across
+    ``torch.distributed`` processes), so calling it on one rank only is safe.
 
     Args:
         model: any ``nn.Module``; it is called as ``model(x)``.

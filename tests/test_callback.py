@@ -761,3 +761,27 @@ def test_unit_input_with_a_batch_without_input_fails_clearly(tmp_path: Path) -> 
     t = trainer(tmp_path, [cb])
     t.validate(DictModel(), data, verbose=False)
     assert "srop/features.3/mean" in t.callback_metrics
+
+
+def test_layers_made_in_configure_model_and_state_keys(tmp_path: Path) -> None:
+    class Lazy(L.LightningModule):
+        def configure_model(self) -> None:
+            if not hasattr(self, "features"):
+                self.features = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            self.features(batch[0])
+
+    cb = SROPCallback(layers=["features.0"], num_batches=1)
+    _, val = loaders()
+    t = trainer(tmp_path, [cb])
+    t.validate(Lazy(), val, verbose=False)
+    assert int(cb.last_reports[0].stats["count"]) + int(cb.last_reports[0].stats["flat"]) == 8 * 2
+    # two callbacks in one Trainer keep separate checkpoint states
+    keys = {
+        SROPCallback(prefix="a").state_key,
+        SROPCallback(prefix="b").state_key,
+        SROPCallback(layers=nn.Conv2d).state_key,
+        SROPCallback(layers=lambda n, m: True).state_key,
+    }
+    assert len(keys) == 4

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_srop import STATISTICS, SROPCallback, SROPStatistics
+from lightning_srop.profile import profile
 
 LAYERS = ["features.0", "features.2", "extra"]
 
@@ -90,6 +91,8 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         default_root_dir=out_dir,
     )
     trainer.validate(model, DataLoader(dataset(), batch_size=4), verbose=False)
+    # profile() on one rank only, with the process group still up: local, no collective to hang
+    local = profile(model, dataset().tensors[0][:4], layers=["features.0"]) if rank == 0 else {}
     torch.save(
         {
             "stats": {r.name: r.stats for r in cb.last_reports},
@@ -99,6 +102,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
             "inputs": recorder.inputs,
             "state": model.state_dict(),
             "hooks": sum(len(m._forward_hooks) for m in model.modules()),
+            "profile": local,
         },
         Path(out_dir) / f"rank{rank}.pt",
     )
@@ -137,6 +141,10 @@ def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path)
             pytest.fail("DDP workers did not finish in 240 s (a collective that hangs?)")
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert all(r["hooks"] == 0 for r in results)
+    assert (
+        results[0]["profile"]["features.0"]["count"] + results[0]["profile"]["features.0"]["flat"]
+        == 4 * 3
+    )  # rank 0's own 4 images only
 
     # Both ranks saw disjoint halves whose union is the whole validation set.
     seen = [torch.cat(r["inputs"]) for r in results]

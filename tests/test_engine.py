@@ -339,3 +339,25 @@ def test_compiled_error_mode_refuses_compiled_models() -> None:
 def test_engine_option_errors(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match="SROPEngine: expected " + match):
         SROPEngine(Mixed(), **kwargs)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_model_measured_like_the_eager_one() -> None:
+    """The default backend (inductor): hooks fire under the engine, values equal eager ones."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)).eval()
+    compiled = torch.compile(net)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        compiled(x)  # compiled before any hook exists
+    engine = SROPEngine(compiled)
+    assert engine.names == ["0", "2"]
+    with torch.no_grad(), engine.capture():
+        compiled(x)
+    got = {r.name: r.stats for r in engine.reports()}
+    ref = np_srop_2d(capture_outputs(net, ["0"], x)["0"][0]).ravel()
+    assert got["0"]["count"] == ref.size
+    assert got["0"]["mean"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert hooks_left(net) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), net(x))  # still compiled and correct afterwards
