@@ -98,7 +98,7 @@ class SROPCallback(Callback):
         last_reports: the :class:`~lightning_srop.report.LayerReport` list of the last measured
             epoch, in forward order (the same on every process).
 
-    Example:
+    Examples:
         >>> cb = SROPCallback(layers=r"^features\.\d+$", num_batches=4, stats=("mean", "q75"))
         >>> cb.prefix, cb.num_batches, cb.stats
         ('srop', 4, ('mean', 'q75'))

@@ -168,7 +168,7 @@ def notice(message: str, *, stacklevel: int = 3) -> None:
 def clean_name(root: nn.Module, raw_name: str) -> str:
     """The qualified name ``raw_name`` of a submodule of ``root`` without wrapper components.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.DataParallel(nn.Sequential(nn.Conv2d(1, 2, 3)))
         >>> clean_name(net, "module.0")
@@ -239,7 +239,7 @@ def resolve_layers(
         ValueError: a name is unknown (close valid names are listed), the regular expression is
             invalid, or the choice selects no layer.
 
-    Example:
+    Examples:
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
         >>> [name for name, _ in resolve_layers(net)]
@@ -429,7 +429,7 @@ class SROPEngine:
             keeps them local to this process.
         owner: who drives the engine, for messages.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.MaxPool2d(2)).eval()

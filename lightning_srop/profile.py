@@ -31,7 +31,7 @@ def batch_input(batch: Any, input_key: str = "input", *, owner: str = "profile")
     """The input tensor of a batch: the tensor itself, the first item of a tuple/list, or
     ``batch[input_key]`` of a dict.
 
-    Example:
+    Examples:
         >>> import torch
         >>> x = torch.zeros(2, 3)
         >>> batch_input((x, torch.ones(2))) is x, batch_input({"input": x}) is x
@@ -79,7 +79,7 @@ def profile_reports(
 ) -> list[LayerReport]:
     """Like :func:`profile`, but returns one :class:`LayerReport` per layer (with histograms).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
@@ -198,7 +198,7 @@ def profile(
     Returns:
         ``{layer: {statistic: value}}`` in forward order (the order layers first ran).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from torch import nn
         >>> net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.MaxPool2d(2))
