@@ -302,6 +302,17 @@ class ImageNetCLI(LightningCLI):
 
         parser.add_lightning_class_args(SROPCallback, "srop")
         parser.add_lightning_class_args(SROPSummary, "summary")
+        parser.add_argument(
+            "--threads",
+            type=int,
+            default=0,
+            help="torch intra-op CPU threads (0 = torch's default)",
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.get("threads", 0) > 0:
+            torch.set_num_threads(config["threads"])
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {

@@ -213,15 +213,18 @@ def plot_summary(
     if accuracy:
         epochs, values = zip(*accuracy, strict=False)
         ax_acc.plot(epochs, values, marker="o", ms=4, lw=2, color="tab:red")
+        step = max(1, math.ceil(len(accuracy) / 8))  # at most about 8 labels
+        labelled = set(accuracy[::step]) | {accuracy[-1]}
         for e, v in accuracy:
-            ax_acc.annotate(
-                f"{v:.3f}",
-                (e, v),
-                textcoords="offset points",
-                xytext=(0, 6),
-                ha="center",
-                fontsize=7,
-            )
+            if (e, v) in labelled:
+                ax_acc.annotate(
+                    f"{v:.3f}",
+                    (e, v),
+                    textcoords="offset points",
+                    xytext=(0, 6),
+                    ha="center",
+                    fontsize=7,
+                )
         low = min(values)
         ax_acc.set_ylim(max(0.0, low - 0.1), min(1.02, max(values) + 0.05))
     ax_acc.set_xlabel("epoch")
