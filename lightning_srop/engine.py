@@ -58,7 +58,11 @@ from lightning_utilities.core.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from lightning_srop.functional.spectral_rolloff import _check_options
+from lightning_srop.functional.spectral_rolloff import (
+    MAX_RADIUS_1D,
+    MAX_RADIUS_2D,
+    _check_options,
+)
 from lightning_srop.report import LayerReport
 from lightning_srop.statistics import SROPStatistics
 
@@ -479,7 +483,8 @@ class SROPEngine:
         self.sync = bool(sync)
         self.owner = owner
         self.layers: list[tuple[str, nn.Module]] = resolve_layers(model, layers, owner=owner)
-        self.metrics: dict[str, SROPStatistics] = {}
+        self.metrics: dict[str, SROPStatistics] = {}  # this round's, in first-call order
+        self._pool: dict[str, SROPStatistics] = {}  # every metric made, reused after reset
         self._handles: list[RemovableHandle] = []
         self._calls: dict[str, int] = {}
         self._fired: set[str] = set()
@@ -645,15 +650,7 @@ class SROPEngine:
             scale = 1.0 / downscale
         metric = self.metrics.get(key)
         if metric is None:
-            with torch.inference_mode(False):
-                metric = SROPStatistics(
-                    self.roll_percent,
-                    ndim=ndim,
-                    keep_dc=self.keep_dc,
-                    scale=scale,
-                    num_bins=self.num_bins,
-                    sync_on_compute=self.sync,
-                ).to(output.device)
+            metric = self._fresh_metric(key, ndim, scale, None, output.device)
             self.metrics[key] = metric
             self._device = output.device
         elif metric.ndim != ndim:
@@ -666,6 +663,44 @@ class SROPEngine:
         metric.scale = scale  # the downscaling of this batch (histogram range stays fixed)
         with torch.no_grad():
             metric.update(output.detach())
+
+    def _fresh_metric(
+        self,
+        key: str,
+        ndim: int,
+        scale: float,
+        max_value: float | None,
+        device: torch.device,
+    ) -> SROPStatistics:
+        """An empty metric for ``key``: last epoch's one, reset, when it fits, else a new one.
+
+        Reusing the metric keeps its states on the device (resetting copies device-side
+        defaults; creating a metric copies host tensors to the device, a synchronisation).
+        """
+        if max_value is None:
+            max_value = (MAX_RADIUS_2D if ndim == 2 else MAX_RADIUS_1D) * scale
+        with torch.inference_mode(False):
+            metric = self._pool.get(key)
+            if (
+                metric is not None
+                and metric.ndim == ndim
+                and metric.max_value == max_value
+                and metric.hist.device == device
+            ):
+                metric.reset()
+                metric.scale = scale
+                return metric
+            metric = SROPStatistics(
+                self.roll_percent,
+                ndim=ndim,
+                keep_dc=self.keep_dc,
+                scale=scale,
+                num_bins=self.num_bins,
+                max_value=max_value,
+                sync_on_compute=self.sync,
+            ).to(device)
+        self._pool[key] = metric
+        return metric
 
     def _downscaling(self, name: str, where: str, map_shape: tuple[int, ...]) -> float | None:
         shape = self._input_shape
@@ -683,7 +718,11 @@ class SROPEngine:
         return [name for name, _ in self.layers if name not in self._fired]
 
     def reset(self) -> None:
-        """Forget all statistics (call counters and notices are kept per engine)."""
+        """Forget all statistics (notices are kept per engine).
+
+        The metric objects are kept aside and reused, reset, when their layer runs again, so
+        an epoch allocates nothing new on the device and memory stays the same across epochs.
+        """
         self.metrics = {}
         self._fired = set()
 
@@ -722,16 +761,7 @@ class SROPEngine:
         for key, (ndim, max_value, scale) in merged.items():
             metric = self.metrics.get(key)
             if metric is None:
-                with torch.inference_mode(False):
-                    metric = SROPStatistics(
-                        self.roll_percent,
-                        ndim=ndim,
-                        keep_dc=self.keep_dc,
-                        scale=scale,
-                        num_bins=self.num_bins,
-                        max_value=max_value,
-                        sync_on_compute=self.sync,
-                    ).to(device)
+                metric = self._fresh_metric(key, ndim, scale, max_value, device)
             metrics[key] = metric
         self.metrics = metrics
 
@@ -739,8 +769,9 @@ class SROPEngine:
         """Compute one :class:`LayerReport` per measured layer key, in first-call order.
 
         When distributed (and ``sync=True``), this is a collective (every process must call it)
-        and every process gets the same merged reports: counts, sums and histograms are added over processes,
-        min/max reduced, so the result equals one process measuring all processes' batches.
+        and every process gets the same merged reports: counts, sums and histograms are added
+        over processes, min/max reduced, so the result equals one process measuring all
+        processes' batches.
         """
         self._merge_keys()
         return [

@@ -296,8 +296,14 @@ def test_state_is_fixed_size_and_works_across_grad_modes() -> None:
     assert len(set(sizes)) == 1
     (report,) = engine.reports()
     assert report.stats["count"] == 4 * 2 * 4
+    metric = engine.metrics["conv"]
     engine.reset()
     assert engine.metrics == {} and engine.reports() == []
+    with torch.no_grad(), engine.capture():
+        net(torch.randn(2, 3, 8, 8))
+    assert engine.metrics["conv"] is metric  # reused, reset: nothing new allocated per epoch
+    (report,) = engine.reports()
+    assert report.stats["count"] == 2 * 4
 
 
 def test_training_mode_forward_keeps_graph_and_values() -> None:
