@@ -539,6 +539,13 @@ class SROPEngine:
             )
         self._calls = {}
         stance = _force_eager() if self.compiled == "eager" else None
+        if stance is None and self.compiled == "eager" and _is_compiled(self.model):
+            raise RuntimeError(
+                f"{self.owner}: the model holds torch.compile'd code, whose compiled graphs "
+                "ignore forward hooks added after compilation, and this PyTorch "
+                f"({torch.__version__}) has no `torch.compiler.set_stance` to run it eagerly "
+                "(PyTorch >= 2.6); measure the uncompiled model."
+            )
         try:
             if stance is not None:
                 stance.__enter__()
