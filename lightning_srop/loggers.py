@@ -160,7 +160,7 @@ def trim_empty_bins(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, 
         ``(counts, edges)`` from the first to the last non-empty bin (views, not copies); both
         empty (shapes ``(0,)`` and ``(0,)``) when every bin is empty.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> trim_empty_bins(np.array([0, 2, 0, 1, 0]), np.arange(6.0))
         (array([2, 0, 1]), array([1., 2., 3., 4.]))
@@ -191,7 +191,7 @@ def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndar
     Raises:
         ValueError: ``max_bins`` is not an int >= 1, or counts/edges are malformed.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> rebin(np.array([1, 2, 3, 4, 5]), np.arange(6.0), 2)
         (array([6, 9]), array([0., 3., 5.]))

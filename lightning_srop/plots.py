@@ -72,7 +72,7 @@ def plot_layer_profile(
     Raises:
         ValueError: ``reports`` is empty.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from lightning_srop.report import LayerReport
         >>> edges, zeros = np.linspace(0.0, 0.5, 3), np.zeros(2, dtype=np.int64)
@@ -196,7 +196,7 @@ def plot_srop_over_epochs(
     Raises:
         ValueError: ``history`` is empty or holds something other than ``(epoch, value)`` pairs.
 
-    Example:
+    Examples:
         >>> fig = plot_srop_over_epochs({"conv1": [(0, 0.3), (1, 0.25)]}, [(0, 0.5), (1, 0.8)])
         >>> [ax.get_ylabel() for ax in fig.axes]
         ['SROP (cycles / pixel)', 'accuracy']

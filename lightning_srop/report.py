@@ -39,7 +39,7 @@ class LayerReport:
         Every process of the group must call this (it is a collective when distributed); every
         process gets the same merged report. The metric's own states stay local afterwards.
 
-        Example:
+        Examples:
             >>> import torch
             >>> m = SROPStatistics(num_bins=8)
             >>> m.update(torch.randn(2, 3, 8, 8))

@@ -117,7 +117,7 @@ class SROPStatistics(Metric):
         max_chunk_bytes: memory bound passed to ``spectral_rolloff``.
         kwargs: passed to :class:`torchmetrics.Metric` (``sync_on_compute``, ``process_group``, ...).
 
-    Example:
+    Examples:
         >>> import torch
         >>> metric = SROPStatistics()
         >>> metric.update(torch.randn(4, 8, 16, 16))

@@ -350,7 +350,7 @@ def spectral_rolloff(
         ValueError: ``ndim`` is not 1 or 2, ``roll_percent`` is outside (0, 1], or ``x`` has
             fewer than ``ndim`` dims or an empty map.
 
-    Example:
+    Examples:
         A cosine at 3 cycles along the height and 4 along the width of a 32 x 32 map has its
         whole energy at radius :math:`\sqrt{(3/32)^2 + (4/32)^2} = 5/32`:
 
