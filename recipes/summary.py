@@ -114,6 +114,9 @@ class SROPSummary(pl.Callback):
             print(f"Logs:        {out_dir}")
             if root is not None:
                 print(f"TensorBoard: tensorboard --logdir {root}")
+            wandb = wandb_line(trainer)
+            if wandb is not None:
+                print(f"W&B:         {wandb}")
             if self.figure_path is not None:
                 print(f"Summary:     {self.figure_path}")
             else:
@@ -146,8 +149,13 @@ class SROPSummary(pl.Callback):
 
 
 def log_dir(trainer: pl.Trainer) -> str:
-    """The directory of this run's logs: the first logger's ``log_dir``, else the root dir."""
+    """The directory of this run's logs: the first logger's ``log_dir`` (TensorBoard, CSV), the
+    W&B run's files folder (uploaded with the run), else ``trainer.default_root_dir``."""
+    from lightning.pytorch.loggers import WandbLogger
+
     logger = trainer.logger
+    if isinstance(logger, WandbLogger):
+        return str(logger.experiment.dir)
     if logger is not None:
         directory = getattr(logger, "log_dir", None)
         if directory is None:
@@ -155,6 +163,20 @@ def log_dir(trainer: pl.Trainer) -> str:
         if directory is not None:
             return str(directory)
     return str(trainer.default_root_dir)
+
+
+def wandb_line(trainer: pl.Trainer) -> str | None:
+    """Where the W&B run is: its URL, or for an offline run the ``wandb sync`` command."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            run = logger.experiment
+            url = getattr(run, "url", None)
+            if url and not getattr(run, "offline", False):
+                return str(url)
+            return f"wandb sync {Path(run.dir).parent}   (offline run; uploads it)"
+    return None
 
 
 def tensorboard_root(trainer: pl.Trainer) -> str | None:

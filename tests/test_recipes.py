@@ -6,7 +6,10 @@ from __future__ import annotations
 import csv
 import math
 import struct
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,6 +119,71 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         assert float(row["val/acc"]) == pytest.approx(event.value, rel=1e-6)
     height, width, _ = _png_shape(png)
     assert width > 800 and height > 300
+
+
+def _wandb_records(run_file: Path) -> Iterator[Any]:
+    """Decode a ``.wandb`` file: a 7-byte header, then 32 KiB blocks of LevelDB-log framed
+    records (crc32: 4 bytes, length: 2, type: 1 full, 2 first, 3 middle, 4 last)."""
+    from wandb.proto import wandb_internal_pb2
+
+    data = run_file.read_bytes()
+    assert data[:4] == b":W&B"
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left = 32768 - pos % 32768
+        if left < 7:
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0:
+            pos += left
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind in (2, 3):
+            pending += chunk
+            continue
+        payload, pending = pending + chunk, b""
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        yield record
+
+
+def test_mnist_recipe_wandb_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    root = tmp_path / "run"
+    cli = mnist.main(
+        [
+            "--config",
+            "recipes/configs/mnist.yaml",
+            "--config",
+            "recipes/configs/mnist_wandb.yaml",
+            *_tiny_trainer_args(root, epochs=1),
+        ]
+    )
+    cli.trainer.logger.experiment.finish()  # type: ignore[union-attr]
+    out = capsys.readouterr().out
+    assert "W&B:         wandb sync" in out and "tensorboard --logdir" not in out
+    runs = list((root / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    files = runs[0] / "files"
+    assert (files / "srop_summary.png").is_file() and (files / "srop_summary.csv").is_file()
+    expected = {"srop/features.conv1/mean", "srop/features.down/median", "val/acc"}
+    (run_file,) = runs[0].glob("run-*.wandb")
+    deadline = time.monotonic() + 30  # the wandb service may still be writing
+    while True:
+        keys: set[str] = set()
+        for record in _wandb_records(run_file):
+            if record.WhichOneof("record_type") == "history":
+                keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
+        if expected <= keys or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert expected <= keys, sorted(keys)
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
