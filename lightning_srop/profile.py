@@ -12,8 +12,6 @@
 from __future__ import annotations
 
 import itertools
-import sys
-import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -236,18 +234,3 @@ def profile(
         input_key=input_key,
     )
     return {r.name: {s: r.stats[s] for s in names} for r in reports}
-
-
-class _CallableModule(types.ModuleType):
-    """This module, callable as :func:`profile`.
-
-    ``lightning_srop.profile`` names both this submodule and the function; once the submodule
-    is imported, Python binds the package attribute to the module. Making the module callable
-    keeps ``from lightning_srop import profile; profile(model, data)`` working either way.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, dict[str, float]]:
-        return profile(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
-from lightning_srop.statistics import SROPStatistics
+from lightning_srop.statistics import STATISTICS, SROPStatistics
 
 __all__ = ["LayerReport"]
 
@@ -50,9 +51,22 @@ class LayerReport:
         with metric.sync_context(should_sync=metric.sync_on_compute, should_unsync=True):
             # The class's compute, not the instance's wrapper, which would sync a second time.
             computed = type(metric).compute(metric)
-            stats = {key: float(value) for key, value in computed.items()}
-            counts = metric.hist.detach().cpu().numpy().astype(np.int64)
-            sample_counts = metric.sample_hist.detach().cpu().numpy().astype(np.int64)
+            # One device-to-host copy for everything (statistics and both histograms).
+            packed = (
+                torch.cat(
+                    [
+                        torch.stack([computed[key] for key in STATISTICS]),
+                        metric.hist.to(torch.float64),
+                        metric.sample_hist.to(torch.float64),
+                    ]
+                )
+                .cpu()
+                .numpy()
+            )
+        n_stats, n_bins = len(STATISTICS), metric.num_bins
+        stats = {key: float(value) for key, value in zip(STATISTICS, packed[:n_stats], strict=True)}
+        counts = packed[n_stats : n_stats + n_bins].astype(np.int64)
+        sample_counts = packed[n_stats + n_bins :].astype(np.int64)
         return cls(
             name=name,
             stats=stats,

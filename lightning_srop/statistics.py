@@ -79,12 +79,10 @@ def _bin_index(values: Tensor, num_bins: int, max_value: float) -> Tensor:
 def _histogram_quantile(hist: Tensor, q: float, max_value: float) -> Tensor:
     """Quantile ``q`` (NumPy's linear rule) from bin counts, within half a bin of the truth."""
     counts = hist.to(torch.float64)
-    n = counts.sum()
-    if n <= 0:
-        return torch.tensor(math.nan, dtype=torch.float64, device=hist.device)
+    n = counts.sum()  # no valid value: NaN, by the caller's mask (no host sync here)
     width = max_value / hist.numel()
     cumulative = torch.cumsum(counts, 0)
-    rank = q * (n - 1)
+    rank = q * torch.clamp(n - 1, min=0.0)
     lo, hi = torch.floor(rank), torch.ceil(rank)
     frac = rank - lo
     # 0-based rank r lies in the first bin whose cumulative count exceeds r.
@@ -229,43 +227,48 @@ class SROPStatistics(Metric):
         self._update_from_rolloff(result)
 
     def _update_from_rolloff(self, result: RolloffResult) -> None:
-        """Add precomputed SROPs (shape ``(N, *)``, first dim = samples) to the states."""
+        """Add precomputed SROPs (shape ``(N, *)``, first dim = samples) to the states.
+
+        Mask-based throughout: no boolean indexing, no data-dependent branch, so on CUDA an
+        update never waits for the device (it runs inside forward hooks).
+        """
         srop = (
             result.srop.reshape(result.srop.shape[0], -1)
             if result.srop.dim()
             else result.srop.reshape(1, 1)
         )
+        if srop.numel() == 0:  # a shape, known on the host
+            return
+        f64 = torch.float64
         flat = result.flat.reshape(srop.shape)
         invalid = result.invalid.reshape(srop.shape)
         valid = ~(flat | invalid)
-        values = srop[valid].to(torch.float64) * self.scale
+        zero = torch.zeros((), dtype=f64, device=srop.device)
+        values = torch.where(valid, srop.to(f64) * self.scale, zero)
         self.flat += flat.sum()
         self.invalid += invalid.sum()
-        self.count += values.numel()
-        if values.numel():
-            self.fixed_sum += _fixed_sum(values)
-            self.fixed_sum_sq += _fixed_sum(values.square())
-            self.min_value = torch.minimum(self.min_value, values.min())
-            self.max_value_seen = torch.maximum(self.max_value_seen, values.max())
-            self.hist += torch.bincount(
-                _bin_index(values, self.num_bins, self.max_value), minlength=self.num_bins
-            )
+        self.count += valid.sum()
+        self.fixed_sum += _fixed_sum(values)
+        self.fixed_sum_sq += _fixed_sum(values.square())
+        inf = torch.full((), math.inf, dtype=f64, device=srop.device)
+        self.min_value = torch.minimum(self.min_value, torch.where(valid, values, inf).min())
+        self.max_value_seen = torch.maximum(
+            self.max_value_seen, torch.where(valid, values, -inf).max()
+        )
+        self._add_to_histogram(self.hist, values, valid)
         # Per-sample means over valid channels; samples with no valid channel are left out.
-        per_sample_count = valid.sum(1)
-        has_valid = per_sample_count > 0
-        if bool(has_valid.any()):
-            sums = torch.where(
-                valid,
-                srop.to(torch.float64),
-                torch.zeros((), dtype=torch.float64, device=srop.device),
-            )
-            means = (sums.sum(1)[has_valid] / per_sample_count[has_valid]) * self.scale
-            self.sample_count += means.numel()
-            self.sample_fixed_sum += _fixed_sum(means)
-            self.sample_fixed_sum_sq += _fixed_sum(means.square())
-            self.sample_hist += torch.bincount(
-                _bin_index(means, self.num_bins, self.max_value), minlength=self.num_bins
-            )
+        per_sample = valid.sum(1)
+        has_valid = per_sample > 0
+        means = torch.where(has_valid, values.sum(1) / per_sample.clamp(min=1), zero)
+        self.sample_count += has_valid.sum()
+        self.sample_fixed_sum += _fixed_sum(means)
+        self.sample_fixed_sum_sq += _fixed_sum(means.square())
+        self._add_to_histogram(self.sample_hist, means, has_valid)
+
+    def _add_to_histogram(self, hist: Tensor, values: Tensor, keep: Tensor) -> None:
+        # index_add_ with 0/1 weights: no bincount (whose output size needs a device sync).
+        index = _bin_index(values, self.num_bins, self.max_value).reshape(-1)
+        hist.index_add_(0, index, keep.reshape(-1).to(hist.dtype))
 
     def compute(self) -> dict[str, Tensor]:
         """Statistics of everything seen so far, as float64 scalars (see :data:`STATISTICS`).
@@ -276,40 +279,36 @@ class SROPStatistics(Metric):
         map are NaN; fractions are shares of all maps seen (valid, flat and invalid).
         """
         f64 = torch.float64
-        device = self.hist.device
-        nan = torch.tensor(math.nan, dtype=f64, device=device)
+        nan = torch.full((), math.nan, dtype=f64, device=self.hist.device)
         n = self.count.to(f64)
-        out: dict[str, Tensor] = {}
-        if int(self.count) > 0:
-            # Fixed-point rounding must not push the mean outside the observed range.
-            mean = torch.clamp(_from_fixed(self.fixed_sum) / n, self.min_value, self.max_value_seen)
-            mean_sq = _from_fixed(self.fixed_sum_sq) / n
-            out["mean"] = mean
-            out["std"] = torch.sqrt(torch.clamp(mean_sq - mean.square(), min=0.0))
-            out["min"] = self.min_value.to(f64)
-            out["max"] = self.max_value_seen.to(f64)
-        else:
-            out.update(mean=nan, std=nan, min=nan, max=nan)
+        any_valid = self.count > 0
+        # Fixed-point rounding must not push the mean outside the observed range.
+        mean = torch.clamp(_from_fixed(self.fixed_sum) / n, self.min_value, self.max_value_seen)
+        mean_sq = _from_fixed(self.fixed_sum_sq) / n
+        out: dict[str, Tensor] = {
+            "mean": mean,
+            "std": torch.sqrt(torch.clamp(mean_sq - mean.square(), min=0.0)),
+            "min": self.min_value.to(f64),
+            "max": self.max_value_seen.to(f64),
+        }
         for name, q in QUANTILES.items():
-            value = _histogram_quantile(self.hist, q, self.max_value)
             # A bin centre may lie outside the values seen; the exact quantile never does.
-            out[name] = (
-                torch.clamp(value, self.min_value, self.max_value_seen)
-                if int(self.count)
-                else value
-            )
-        if int(self.sample_count) > 0:
-            ns = self.sample_count.to(f64)
-            s_mean = _from_fixed(self.sample_fixed_sum) / ns
-            s_mean_sq = _from_fixed(self.sample_fixed_sum_sq) / ns
-            out["sample_mean"] = s_mean
-            out["sample_std"] = torch.sqrt(torch.clamp(s_mean_sq - s_mean.square(), min=0.0))
-        else:
-            out.update(sample_mean=nan, sample_std=nan)
+            value = _histogram_quantile(self.hist, q, self.max_value)
+            out[name] = torch.clamp(value, self.min_value, self.max_value_seen)
+        ns = self.sample_count.to(f64)
+        s_mean = _from_fixed(self.sample_fixed_sum) / ns
+        s_mean_sq = _from_fixed(self.sample_fixed_sum_sq) / ns
+        out["sample_mean"] = torch.where(self.sample_count > 0, s_mean, nan)
+        out["sample_std"] = torch.where(
+            self.sample_count > 0,
+            torch.sqrt(torch.clamp(s_mean_sq - s_mean.square(), min=0.0)),
+            nan,
+        )
+        out = {key: torch.where(any_valid, value, nan) for key, value in out.items()}
         total = (self.count + self.flat + self.invalid).to(f64)
         out["count"] = n
         out["flat"] = self.flat.to(f64)
         out["invalid"] = self.invalid.to(f64)
-        out["flat_fraction"] = self.flat.to(f64) / total if total > 0 else nan
-        out["invalid_fraction"] = self.invalid.to(f64) / total if total > 0 else nan
+        out["flat_fraction"] = self.flat.to(f64) / total  # 0 / 0 = NaN when nothing was seen
+        out["invalid_fraction"] = self.invalid.to(f64) / total
         return {key: out[key] for key in STATISTICS}
