@@ -399,3 +399,40 @@ def test_antialias_resnet_keeps_parameters() -> None:
     assert blurred(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
     with pytest.raises(TypeError, match="torchvision ResNet"):
         antialias_resnet(torch.nn.Conv2d(1, 1, 1))
+
+
+def test_imagenet_recipe_ddp_two_cpu_processes(tmp_path: Path, image_folder: Path) -> None:
+    """The same config under DDP (2 CPU processes, gloo), launched as users do: a subprocess
+    running ``python -m recipes.imagenet`` (Lightning re-launches the command per rank)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "run"
+    args = [a for a in _imagenet_args(root, image_folder, "resnet18") if a != "--trainer.devices=1"]
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recipes.imagenet",
+            "fit",
+            *args,
+            "--trainer.devices=2",
+            "--trainer.strategy=ddp",
+            "--trainer.max_epochs=2",
+            "--threads=1",
+            "--data.batch_size=2",
+        ],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("Summary:") == 1  # rank zero only
+    versions = list((root / "tensorboard").iterdir())
+    assert [v.name for v in versions] == ["version_0"]
+    events = _events(versions[0])
+    values = [e.value for e in events.Scalars("srop/model.layer2.0.conv1/mean")]
+    assert len(values) == 2 and all(0.0 < v < math.sqrt(2) / 2 for v in values)
+    rows = _read_csv(versions[0] / "srop_summary.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
