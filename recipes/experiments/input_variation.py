@@ -238,9 +238,9 @@ def plot(
         [k.split("/", 1)[1].removeprefix("features.") for k in layer_keys], rotation=30, fontsize=8
     )
     ax_layer.set(ylabel="mean SROP, pattern alone", title="per layer, largest w")
-    for ax in (ax_acc, ax_pat, ax_layer):
+    for ax, where in ((ax_acc, "lower left"), (ax_pat, "lower right"), (ax_layer, "best")):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc=where)
     fig.suptitle("Input variation: w * pattern + (1 - w) * digit")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
