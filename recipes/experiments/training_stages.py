@@ -53,7 +53,7 @@ LAYERS: tuple[str, ...] = (
 
 
 def _profile(model: torch.nn.Module, x: Tensor) -> dict[str, float]:
-    from lightning_srop.profile import profile
+    from lightning_srop import profile
 
     stats = profile(model, x, layers=list(LAYERS))
     return {name: float(stats[name]["mean"]) for name in LAYERS}
