@@ -82,7 +82,17 @@ def build_model(
             raise ValueError(
                 f"unknown weights={weights!r} for {base}; valid choices: {', '.join(names)}"
             ) from error
-        model = builder(weights=resolved)
+        try:
+            model = builder(weights=resolved)
+        except OSError as error:  # URLError, no network, unwritable cache
+            import torch.hub
+
+            target = Path(torch.hub.get_dir()) / "checkpoints" / resolved.url.rsplit("/", 1)[-1]
+            raise RuntimeError(
+                f"could not load the pretrained weights {base}.{resolved.name} ({error}). "
+                f"They download from {resolved.url} into {target}; without internet, copy that "
+                "file there by hand, or use --model.weights null for random weights."
+            ) from error
         if num_classes != 1000:
             _replace_head(model, num_classes)
     if arch.endswith("_blurpool"):

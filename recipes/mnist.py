@@ -188,9 +188,9 @@ class DigitsDataModule(pl.LightningDataModule):
             raise RuntimeError(
                 f"MNIST not found in {raw} and {how}. Expected torchvision's raw files "
                 "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
-                f"t10k-labels-idx1-ubyte (or their .gz archives) in {raw}. Get them with internet "
-                "access and --data.download true, copy them there by hand, or run the offline "
-                "default --data digits."
+                f"t10k-labels-idx1-ubyte in {raw} (or their .gz archives there, with "
+                "--data.download true). Get them with internet access and --data.download "
+                "true, copy them there by hand, or run the offline default --data digits."
             ) from error
 
     def setup(self, stage: str | None = None) -> None:

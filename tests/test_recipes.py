@@ -361,6 +361,25 @@ def test_imagenet_errors(tmp_path: Path) -> None:
         module.setup("fit")
 
 
+def test_pretrained_weights_without_network_say_where_the_file_goes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import urllib.error
+
+    import torch.hub
+
+    def offline(*args: object, **kwargs: object) -> None:
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(RuntimeError) as info:
+        imagenet.build_model("resnet18_blurpool", weights="DEFAULT")
+    message = str(info.value)
+    assert "resnet18.IMAGENET1K_V1" in message and "--model.weights null" in message
+    assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in message
+
+
 @pytest.mark.parametrize("arch", ["alexnet", "vgg16", "resnet50"])
 def test_imagenet_archs_build_and_run(arch: str) -> None:
     model = imagenet.build_model(arch, num_classes=3)
