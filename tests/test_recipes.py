@@ -30,6 +30,7 @@ def _one_thread() -> object:
     torch.set_num_threads(threads)
 
 
+CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
 MNIST_LAYERS = (
     "features.conv1",
     "features.pool1",
@@ -90,7 +91,7 @@ def test_short_spellings() -> None:
 
 def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "run"
-    cli = mnist.main(["--config", "recipes/configs/mnist.yaml", *_tiny_trainer_args(root)])
+    cli = mnist.main(["--config", str(CONFIGS / "mnist.yaml"), *_tiny_trainer_args(root)])
     assert cli.datamodule.dataset == "digits"
     out = capsys.readouterr().out
     log_dir = root / "tensorboard" / "version_0"
@@ -159,9 +160,9 @@ def test_mnist_recipe_wandb_config(
     cli = mnist.main(
         [
             "--config",
-            "recipes/configs/mnist.yaml",
+            str(CONFIGS / "mnist.yaml"),
             "--config",
-            "recipes/configs/mnist_wandb.yaml",
+            str(CONFIGS / "mnist_wandb.yaml"),
             *_tiny_trainer_args(root, epochs=1),
         ]
     )
@@ -276,7 +277,7 @@ def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _imagenet_args(root: Path, data: Path, arch: str) -> list[str]:
     return [
         "--config",
-        "recipes/configs/imagenet.yaml",
+        str(CONFIGS / "imagenet.yaml"),
         f"--model.arch={arch}",
         "--model.num_classes=2",
         "--model.lr=0.01",
