@@ -20,6 +20,7 @@ Lifecycle (see ``docs/callback.md``):
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
@@ -356,15 +357,19 @@ class SROPCallback(Callback):
             for stat in self.stats
         }
         if values:
-            pl_module.log_dict(
-                values,
-                on_step=False,
-                on_epoch=True,
-                sync_dist=False,  # already merged: the same values on every process
-                logger=True,
-                prog_bar=False,
-                add_dataloader_idx=False,
-            )
+            with warnings.catch_warnings():
+                # Lightning recommends sync_dist=True for epoch-level values under DDP; these
+                # are already merged, the same on every process, so that advice does not apply.
+                warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+                pl_module.log_dict(
+                    values,
+                    on_step=False,
+                    on_epoch=True,
+                    sync_dist=False,  # already merged: the same values on every process
+                    logger=bool(trainer.loggers),  # no logger: one notice (setup), not one per key
+                    prog_bar=False,
+                    add_dataloader_idx=False,
+                )
         if reports and trainer.is_global_zero and trainer.loggers:
             self._log_extras(trainer, reports)
 
