@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,10 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 
-__all__ = ["SROPSummary", "plot_profile", "plot_summary"]
+from lightning_srop import LayerReport, SROPCallback
+from lightning_srop.plots import plot_layer_profile, plot_srop_over_epochs, save_figure
+
+__all__ = ["SROPSummary"]
 
 
 class SROPSummary(pl.Callback):
@@ -67,6 +69,9 @@ class SROPSummary(pl.Callback):
         if trainer.state.fn == TrainerFn.VALIDATING:
             self._finish(trainer, pl_module, validate_only=True)
 
+    def _last_accuracy(self) -> str:
+        return f"{self.accuracy[-1][1]:.3f}" if self.accuracy else "n/a"
+
     def state_dict(self) -> dict[str, Any]:
         return {"history": self.history, "accuracy": self.accuracy}
 
@@ -90,24 +95,14 @@ class SROPSummary(pl.Callback):
             arch = getattr(pl_module, "hparams", {}).get("arch")
             if arch:
                 name = f"{name} ({arch})"
-            if validate_only:
-                title = f"{name}: per-layer {self.statistic} SROP (validate)"
-                fig = plot_profile(
-                    {k: v[-1][1] for k, v in self.history.items() if v},
-                    self.accuracy[-1][1] if self.accuracy else None,
-                    statistic=self.statistic,
-                    title=title,
-                )
+            reports = _last_reports(trainer, self.prefix)
+            if validate_only and reports:
+                title = f"{name}: SROP per layer (validate, val/acc {self._last_accuracy()})"
+                fig = plot_layer_profile(reports, title=title)
             else:
                 title = f"{name}: per-layer {self.statistic} SROP and accuracy"
-                fig = plot_summary(
-                    self.history, self.accuracy, statistic=self.statistic, title=title
-                )
-            fig.savefig(png, dpi=120, bbox_inches="tight")
-            import matplotlib.pyplot as plt
-
-            plt.close(fig)
-            self.figure_path = png
+                fig = plot_srop_over_epochs(self.history, self.accuracy or None, title=title)
+            self.figure_path = save_figure(fig, png)
         if self.verbose:
             root = tensorboard_root(trainer)
             print()
@@ -189,113 +184,9 @@ def tensorboard_root(trainer: pl.Trainer) -> str | None:
     return None
 
 
-def plot_summary(
-    history: Mapping[str, Sequence[tuple[int, float]]],
-    accuracy: Sequence[tuple[int, float]],
-    *,
-    statistic: str = "mean",
-    title: str | None = None,
-) -> Any:
-    """Per-layer SROP curves over epochs (left) beside accuracy over epochs (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, (ax_srop, ax_acc) = plt.subplots(
-        1, 2, figsize=(11.5, 4.8), gridspec_kw={"width_ratios": [1.35, 1]}
-    )
-    cmap = plt.get_cmap("viridis")
-    n = max(len(history), 1)
-    for i, (layer, points) in enumerate(history.items()):
-        if not points:
-            continue
-        epochs, values = zip(*points, strict=False)
-        ax_srop.plot(
-            epochs,
-            values,
-            marker="o",
-            ms=4,
-            lw=1.8,
-            color=cmap(i / max(n - 1, 1) * 0.9),
-            label=layer,
-        )
-    ax_srop.set_xlabel("epoch")
-    ax_srop.set_ylabel(f"{statistic} SROP (cycles / pixel of the layer's grid)")
-    ax_srop.set_title("SROP per layer (darker = shallower)")
-    ax_srop.grid(alpha=0.3)
-    if history:
-        ax_srop.legend(
-            fontsize=8,
-            loc="upper center",
-            bbox_to_anchor=(0.5, -0.16),
-            ncol=min(len(history), 4),
-            frameon=False,
-        )
-    if accuracy:
-        epochs, values = zip(*accuracy, strict=False)
-        ax_acc.plot(epochs, values, marker="o", ms=4, lw=2, color="tab:red")
-        step = max(1, math.ceil(len(accuracy) / 8))  # at most about 8 labels
-        labelled = set(accuracy[::step]) | {accuracy[-1]}
-        for e, v in accuracy:
-            if (e, v) in labelled:
-                ax_acc.annotate(
-                    f"{v:.3f}",
-                    (e, v),
-                    textcoords="offset points",
-                    xytext=(0, 6),
-                    ha="center",
-                    fontsize=7,
-                )
-        low = min(values)
-        ax_acc.set_ylim(max(0.0, low - 0.1), min(1.02, max(values) + 0.05))
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("validation accuracy")
-    ax_acc.set_title("accuracy")
-    ax_acc.grid(alpha=0.3)
-    for ax in (ax_srop, ax_acc):
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_profile(
-    values: Mapping[str, float],
-    accuracy: float | None = None,
-    *,
-    statistic: str = "mean",
-    title: str | None = None,
-) -> Any:
-    """One value per layer against depth (forward order), e.g. after ``trainer.validate``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    names = list(values)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names) + 3), 4.6))
-    ax.plot(
-        range(len(names)), [values[k] for k in names], marker="o", ms=4, lw=1.8, color="tab:blue"
-    )
-    ax.set_xticks(range(len(names)))
-    ax.set_xticklabels(names, rotation=60, ha="right", fontsize=7)
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel(f"{statistic} SROP (cycles / pixel of the layer's grid)")
-    ax.grid(alpha=0.3)
-    if accuracy is not None:
-        ax.text(
-            0.99,
-            0.97,
-            f"val/acc = {accuracy:.3f}",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            fontsize=9,
-            bbox={"boxstyle": "round", "fc": "white", "alpha": 0.8},
-        )
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
+def _last_reports(trainer: pl.Trainer, prefix: str) -> list[LayerReport]:
+    """The last measured epoch of the run's SROPCallback with this prefix (empty if none)."""
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, SROPCallback) and callback.prefix == prefix:
+            return list(callback.last_reports)
+    return []
