@@ -191,18 +191,18 @@ def _iter_map_chunks(
 class _Workspace:
     """Buffers of one call, sized for its largest chunk and reused by every chunk.
 
-    Reuse keeps the work in cache and, on CPU, spares the page faults of a fresh large
-    allocation per chunk (measured: a large share of the time on 112 x 112 maps).
+    Reuse keeps the work in cache and, on CPU, spares the page faults of fresh large
+    allocations per chunk. (The spectrum itself is not preallocated: ``rfft2(..., out=)``
+    measured slower than letting it allocate, as it copies into ``out``.)
     """
 
     def __init__(
         self, maps: int, height: int, width: int, dtype: torch.dtype, device: torch.device
     ):
-        complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         half = width // 2 + 1
+        self.maps = maps
         self.dtype = dtype
         self.fused = triton_available(device)
-        self.spectrum = torch.empty(maps, height, half, dtype=complex_dtype, device=device)
         if not self.fused:  # the fused kernel needs only the spectrum
             self.power = torch.empty(maps, height, half, dtype=dtype, device=device)
             self.ordered = torch.empty(maps, height * half, dtype=dtype, device=device)
@@ -213,7 +213,7 @@ class _Workspace:
             return maps
         if self.cast is None:
             self.cast = torch.empty(
-                self.spectrum.shape[0], *maps.shape[1:], dtype=self.dtype, device=maps.device
+                self.maps, *maps.shape[1:], dtype=self.dtype, device=maps.device
             )
         return self.cast[: maps.shape[0]].copy_(maps)
 
@@ -224,7 +224,7 @@ def _rolloff_chunk(
     """SROPs of one ``(m, H, W)`` chunk: the radius (NaN where none) and a status code."""
     dtype = work.dtype
     m = maps.shape[0]
-    spectrum = torch.fft.rfft2(work.as_compute_dtype(maps), out=work.spectrum[:m])
+    spectrum = torch.fft.rfft2(work.as_compute_dtype(maps))
     weight = plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype]
     if work.fused:
         return triton_rolloff(
@@ -236,11 +236,11 @@ def _rolloff_chunk(
             keep_dc,
             _FLAT_TOLERANCE[dtype],
         )
-    pairs = torch.view_as_real(spectrum)
-    real, imag = pairs[..., 0], pairs[..., 1]
-    # |F|^2 in the spectrum's own layout (one pass), then one gather into radius order: much
-    # cheaper on CPU than gathering (re, im) pairs and reducing a last dim of size 2.
-    power = torch.mul(real, real, out=work.power[:m]).addcmul_(imag, imag).reshape(m, -1)
+    # |F|^2 in the spectrum's own layout: square (re, im) in place over the contiguous pairs,
+    # then add the halves; then one gather into radius order. Measured 2 x faster on CPU than
+    # mul + addcmul over the strided halves, and 3 x faster than gathering (re, im) pairs.
+    pairs = torch.view_as_real(spectrum).square_()
+    power = torch.add(pairs[..., 0], pairs[..., 1], out=work.power[:m]).reshape(m, -1)
     dc_power = power[:, 0].clone()
     ordered = torch.gather(power, 1, plan.order.expand(m, -1), out=work.ordered[:m])
     ordered.mul_(weight)
