@@ -8,10 +8,8 @@ import csv
 import glob
 import json
 import signal
-import struct
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,8 @@ import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
+from _srop_reference import srop_reference as np_srop
+from _wandb_reader import read_wandb_records as _wandb_records
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor, nn
@@ -34,34 +34,6 @@ LAYERS = [
     "features.6",
 ]  # Conv, MaxPool, Conv, AdaptivePool
 BIN_WIDTH = (np.sqrt(2) / 2) / 1024
-
-
-# ------------------------------------------------------------------------------------------
-# An independent float64 NumPy reference (full fft2, exact integer radius keys, shells, cumsum)
-# ------------------------------------------------------------------------------------------
-
-
-def np_srop(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
-    """SROP of every map over the last two dims (DC left out); NaN for flat maps."""
-    maps = np.asarray(maps, dtype=np.float64)
-    h, w = maps.shape[-2:]
-    flat = maps.reshape(-1, h, w)
-    k = np.abs(np.rint(np.fft.fftfreq(h) * h)).astype(np.int64)
-    j = np.abs(np.rint(np.fft.fftfreq(w) * w)).astype(np.int64)
-    keys = ((k[:, None] ** 2) * w * w + (j[None, :] ** 2) * h * h).ravel()
-    shells, inverse = np.unique(keys, return_inverse=True)
-    radii = np.sqrt(shells.astype(np.float64)) / (h * w)
-    out = np.full(len(flat), np.nan)
-    for i, m in enumerate(flat):
-        power = (np.abs(np.fft.fft2(m)) ** 2).ravel()
-        total_with_dc = power.sum()
-        power[0] = 0.0
-        energy = power.sum()
-        if energy <= 1e-12 * total_with_dc or energy == 0:
-            continue
-        cumulative = np.cumsum(np.bincount(inverse.ravel(), weights=power, minlength=len(shells)))
-        out[i] = radii[np.argmax(cumulative >= kappa * energy)]
-    return out.reshape(maps.shape[:-2])
 
 
 # ------------------------------------------------------------------------------------------
@@ -298,34 +270,6 @@ def test_unit_input_and_extra_stats(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # W&B offline, read back from the run's .wandb file
 # ------------------------------------------------------------------------------------------
-
-
-def _wandb_records(run_file: Path) -> Iterator[Any]:
-    """Decode a ``.wandb`` file: a 7-byte header, then 32 KiB blocks of LevelDB-log framed
-    records (crc32: 4 bytes, length: 2, type: 1 full, 2 first, 3 middle, 4 last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0:
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (2, 3):
-            pending += chunk
-            continue
-        payload, pending = pending + chunk, b""
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        yield record
 
 
 def test_wandb_offline_records_scalars_and_histograms(

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _srop_reference import srop_reference as np_srop
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -106,27 +107,6 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         },
         Path(out_dir) / f"rank{rank}.pt",
     )
-
-
-def np_srop(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
-    """Float64 reference: full fft2, exact integer radius keys, shells, cumulative energy."""
-    maps = np.asarray(maps, dtype=np.float64)
-    h, w = maps.shape[-2:]
-    k = np.abs(np.rint(np.fft.fftfreq(h) * h)).astype(np.int64)
-    j = np.abs(np.rint(np.fft.fftfreq(w) * w)).astype(np.int64)
-    keys = ((k[:, None] ** 2) * w * w + (j[None, :] ** 2) * h * h).ravel()
-    shells, inverse = np.unique(keys, return_inverse=True)
-    radii = np.sqrt(shells.astype(np.float64)) / (h * w)
-    out = []
-    for m in maps.reshape(-1, h, w):
-        power = (np.abs(np.fft.fft2(m)) ** 2).ravel()
-        power[0] = 0.0
-        if power.sum() <= 1e-12 * max(float(np.sum(m**2)), 1e-300):
-            out.append(np.nan)
-            continue
-        cumulative = np.cumsum(np.bincount(inverse, weights=power, minlength=len(shells)))
-        out.append(radii[np.argmax(cumulative >= kappa * power.sum())])
-    return np.array(out)
 
 
 def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path) -> None:

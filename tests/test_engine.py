@@ -8,47 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _srop_reference import srop_reference as np_srop_2d
+from _srop_reference import srop_reference_1d as np_srop_1d
 from torch import Tensor, nn
 
 from lightning_srop.engine import SROPEngine, SROPWarning, clean_name, resolve_layers
 
 # ------------------------------------------------------------------------------------------
-# Independent float64 references (full FFT, exact integer radius keys, shells, cumsum)
+# The test's own capture (references: tests/_srop_reference.py, float64 NumPy)
 # ------------------------------------------------------------------------------------------
-
-
-def np_srop_2d(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
-    maps = np.asarray(maps, dtype=np.float64)
-    h, w = maps.shape[-2:]
-    k = np.abs(np.rint(np.fft.fftfreq(h) * h)).astype(np.int64)
-    j = np.abs(np.rint(np.fft.fftfreq(w) * w)).astype(np.int64)
-    keys = ((k[:, None] ** 2) * w * w + (j[None, :] ** 2) * h * h).ravel()
-    shells, inverse = np.unique(keys, return_inverse=True)
-    radii = np.sqrt(shells.astype(np.float64)) / (h * w)
-    out = []
-    for m in maps.reshape(-1, h, w):
-        power = (np.abs(np.fft.fft2(m)) ** 2).ravel()
-        power[0] = 0.0
-        if power.sum() <= 1e-12 * max(np.sum(m**2), 1e-300):
-            out.append(np.nan)
-            continue
-        cumulative = np.cumsum(np.bincount(inverse, weights=power, minlength=len(shells)))
-        out.append(radii[np.argmax(cumulative >= kappa * power.sum())])
-    return np.array(out).reshape(maps.shape[:-2])
-
-
-def np_srop_1d(signals: np.ndarray, kappa: float = 0.85) -> np.ndarray:
-    signals = np.asarray(signals, dtype=np.float64)
-    n = signals.shape[-1]
-    k = np.abs(np.rint(np.fft.fftfreq(n) * n)).astype(np.int64)
-    shells, inverse = np.unique(k, return_inverse=True)
-    out = []
-    for s in signals.reshape(-1, n):
-        power = np.abs(np.fft.fft(s)) ** 2
-        power[0] = 0.0
-        cumulative = np.cumsum(np.bincount(inverse, weights=power, minlength=len(shells)))
-        out.append(shells[np.argmax(cumulative >= kappa * power.sum())] / n)
-    return np.array(out).reshape(signals.shape[:-1])
 
 
 def capture_outputs(model: nn.Module, names: list[str], x: Tensor) -> dict[str, list[np.ndarray]]:

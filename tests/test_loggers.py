@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _wandb_reader import read_wandb_records as _read_wandb_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -363,46 +363,6 @@ def test_log_figure_leaves_no_pyplot_figures(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 # Weights & Biases (offline)
 # ------------------------------------------------------------------------------------------
-
-
-def _read_wandb_records(run_file: Path) -> list[Any]:
-    """Decode a ``.wandb`` file: a 7-byte header, then 32 KiB blocks of records framed as in
-    LevelDB's log (crc32: 4, length: 2, type: 1 = full, 2 = first, 3 = middle, 4 = last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = run_file.read_bytes()
-    if len(data) < 7:  # not written yet
-        return []
-    assert data[:4] == b":W&B"
-    block, header = 32768, 7
-    pos, pending, records = 7, b"", []
-    while pos + header <= len(data):
-        left_in_block = block - pos % block
-        if left_in_block < header:
-            pos += left_in_block
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + header])
-        if kind == 0:  # zero padding up to the end of the block
-            pos += left_in_block
-            continue
-        if pos + header + length > len(data):  # still being written
-            break
-        chunk = data[pos + header : pos + header + length]
-        pos += header + length
-        if kind == 1:
-            payload = chunk
-        elif kind == 2:
-            pending = chunk
-            continue
-        elif kind == 3:
-            pending += chunk
-            continue
-        else:
-            payload, pending = pending + chunk, b""
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        records.append(record)
-    return records
 
 
 def _wandb_history(save_dir: Path, timeout: float = 30.0) -> list[dict[str, Any]]:

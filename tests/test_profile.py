@@ -7,29 +7,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _srop_reference import srop_reference as np_srop
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_srop import STATISTICS
 from lightning_srop.profile import profile, profile_reports
-
-
-def np_srop(maps: np.ndarray, kappa: float = 0.85) -> np.ndarray:
-    """Float64 reference: full fft2, exact integer radius keys, shells, cumulative energy."""
-    maps = np.asarray(maps, dtype=np.float64)
-    h, w = maps.shape[-2:]
-    k = np.abs(np.rint(np.fft.fftfreq(h) * h)).astype(np.int64)
-    j = np.abs(np.rint(np.fft.fftfreq(w) * w)).astype(np.int64)
-    keys = ((k[:, None] ** 2) * w * w + (j[None, :] ** 2) * h * h).ravel()
-    shells, inverse = np.unique(keys, return_inverse=True)
-    radii = np.sqrt(shells.astype(np.float64)) / (h * w)
-    out = []
-    for m in maps.reshape(-1, h, w):
-        power = (np.abs(np.fft.fft2(m)) ** 2).ravel()
-        power[0] = 0.0
-        cumulative = np.cumsum(np.bincount(inverse, weights=power, minlength=len(shells)))
-        out.append(radii[np.argmax(cumulative >= kappa * power.sum())])
-    return np.array(out)
 
 
 class Net(nn.Module):

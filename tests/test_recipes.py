@@ -7,13 +7,12 @@ import csv
 import math
 import struct
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from _wandb_reader import read_wandb_records as _wandb_records
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -120,34 +119,6 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         assert float(row["val/acc"]) == pytest.approx(event.value, rel=1e-6)
     height, width, _ = _png_shape(png)
     assert width > 800 and height > 300
-
-
-def _wandb_records(run_file: Path) -> Iterator[Any]:
-    """Decode a ``.wandb`` file: a 7-byte header, then 32 KiB blocks of LevelDB-log framed
-    records (crc32: 4 bytes, length: 2, type: 1 full, 2 first, 3 middle, 4 last)."""
-    from wandb.proto import wandb_internal_pb2
-
-    data = run_file.read_bytes()
-    assert data[:4] == b":W&B"
-    pos, pending = 7, b""
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0:
-            pos += left
-            continue
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (2, 3):
-            pending += chunk
-            continue
-        payload, pending = pending + chunk, b""
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        yield record
 
 
 def test_mnist_recipe_wandb_config(
