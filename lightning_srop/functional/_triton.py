@@ -50,6 +50,15 @@ def triton_available(device: torch.device) -> bool:
 if _HAVE_TRITON:
 
     @triton.jit  # type: ignore[untyped-decorator, misc]
+    def _weighted_power(base: Any, order_ptr: Any, weight_ptr: Any, offs: Any, mask: Any) -> Any:
+        """Hermitian-weighted power of the bins ``offs`` (radius order) of one half spectrum."""
+        idx = tl.load(order_ptr + offs, mask=mask, other=0)
+        re = tl.load(base + 2 * idx, mask=mask, other=0.0).to(tl.float64)
+        im = tl.load(base + 2 * idx + 1, mask=mask, other=0.0).to(tl.float64)
+        w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float64)
+        return (re * re + im * im) * w
+
+    @triton.jit  # type: ignore[untyped-decorator, misc]
     def _rolloff_kernel(
         spec_ptr: Any,
         order_ptr: Any,
@@ -75,11 +84,7 @@ if _HAVE_TRITON:
         for start in range(0, n_bins, BLOCK):
             offs = start + offs0
             mask = offs < n_bins
-            idx = tl.load(order_ptr + offs, mask=mask, other=0)
-            re = tl.load(base + 2 * idx, mask=mask, other=0.0).to(tl.float64)
-            im = tl.load(base + 2 * idx + 1, mask=mask, other=0.0).to(tl.float64)
-            w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float64)
-            p = (re * re + im * im) * w
+            p = _weighted_power(base, order_ptr, weight_ptr, offs, mask)
             total += p
             last = tl.maximum(last, tl.where(p > 0, offs, -1))
         kept = tl.sum(total, axis=0)
@@ -102,11 +107,7 @@ if _HAVE_TRITON:
         for start in range(0, n_bins, BLOCK):
             offs = start + offs0
             mask = offs < n_bins
-            idx = tl.load(order_ptr + offs, mask=mask, other=0)
-            re = tl.load(base + 2 * idx, mask=mask, other=0.0).to(tl.float64)
-            im = tl.load(base + 2 * idx + 1, mask=mask, other=0.0).to(tl.float64)
-            w = tl.load(weight_ptr + offs, mask=mask, other=0.0).to(tl.float64)
-            p = (re * re + im * im) * w
+            p = _weighted_power(base, order_ptr, weight_ptr, offs, mask)
             cumulative = tl.cumsum(p, axis=0) + running
             if SINGLE:
                 cumulative = cumulative.to(tl.float32).to(tl.float64)
