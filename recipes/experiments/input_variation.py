@@ -238,9 +238,12 @@ def plot(
         [k.split("/", 1)[1].removeprefix("features.") for k in layer_keys], rotation=30, fontsize=8
     )
     ax_layer.set(ylabel="mean SROP, pattern alone", title="per layer, largest w")
-    for ax, where in ((ax_acc, "lower left"), (ax_pat, "lower right"), (ax_layer, "best")):
-        ax.grid(alpha=0.3)
+    for ax, where in ((ax_acc, "lower left"), (ax_layer, "best")):
         ax.legend(fontsize=7, loc=where)
+    # Below the axes: inside, it hides points of the mixed-input curves, which span the range.
+    ax_pat.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    for ax in (ax_acc, ax_pat, ax_layer):
+        ax.grid(alpha=0.3)
     fig.suptitle("Input variation: w * pattern + (1 - w) * digit")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
