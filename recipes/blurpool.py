@@ -96,7 +96,12 @@ def antialias_resnet(model: nn.Module, filter_size: int = 3) -> nn.Module:
         raise TypeError(
             f"expected a torchvision ResNet with a `maxpool`, got {type(model).__name__}"
         )
-    channels = model.conv1.out_channels  # type: ignore[union-attr]
+    conv1 = model.conv1
+    if not isinstance(conv1, nn.Conv2d):
+        raise TypeError(
+            f"expected a torchvision ResNet with a Conv2d `conv1`, got {type(conv1).__name__}"
+        )
+    channels = conv1.out_channels
     model.maxpool = nn.Sequential(
         nn.MaxPool2d(kernel_size=2, stride=1), BlurPool2d(channels, filter_size, stride=2)
     )

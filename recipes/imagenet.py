@@ -101,8 +101,9 @@ def build_model(
 
 
 def _replace_head(model: nn.Module, num_classes: int) -> None:
-    if isinstance(getattr(model, "fc", None), nn.Linear):
-        model.fc = nn.Linear(model.fc.in_features, num_classes)  # type: ignore[union-attr]
+    fc = getattr(model, "fc", None)
+    if isinstance(fc, nn.Linear):
+        model.fc = nn.Linear(fc.in_features, num_classes)
         return
     classifier = getattr(model, "classifier", None)
     if isinstance(classifier, nn.Sequential) and isinstance(classifier[-1], nn.Linear):
@@ -255,7 +256,10 @@ class ImageNetDataModule(pl.LightningDataModule):
         if self.layout == "imagenet":
             split = "train" if train else "val"
             try:
-                return datasets.ImageNet(str(root), split=split, transform=transform)
+                imagenet: Dataset[Any] = datasets.ImageNet(
+                    str(root), split=split, transform=transform
+                )
+                return imagenet
             except (RuntimeError, FileNotFoundError) as error:
                 raise FileNotFoundError(
                     f"torchvision ImageNet ({split}) could not be loaded from {root}: {error}. "
@@ -273,7 +277,8 @@ class ImageNetDataModule(pl.LightningDataModule):
                 "from https://image-net.org unpacked with the usual valprep.sh), or use "
                 "--data.layout imagenet for torchvision's ImageNet archives."
             )
-        return datasets.ImageFolder(str(folder), transform=transform)
+        images: Dataset[Any] = datasets.ImageFolder(str(folder), transform=transform)
+        return images
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, TrainerFn.FITTING, "fit"):

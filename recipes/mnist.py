@@ -84,7 +84,8 @@ class SmallCNN(pl.LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes=num_classes, average="micro")
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.features(x))
+        logits: Tensor = self.head(self.features(x))
+        return logits
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
@@ -176,9 +177,10 @@ class DigitsDataModule(pl.LightningDataModule):
         )
         raw = Path(self.data_dir) / "MNIST" / "raw"
         try:
-            return datasets.MNIST(
+            mnist: Dataset[Any] = datasets.MNIST(
                 self.data_dir, train=train, transform=transform, download=self.download
             )
+            return mnist
         except RuntimeError as error:
             how = (
                 "the download failed (no internet?)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import math
 import time
@@ -21,11 +22,13 @@ from lightning_srop import spectral_rolloff
 
 __all__ = [
     "Timer",
+    "add_common_arguments",
     "benchmark_pool",
     "capture",
     "digit_data",
     "evaluate",
     "mean_srop",
+    "parse_args",
     "train_model",
     "write_csv",
 ]
@@ -190,3 +193,32 @@ class Timer:
     @property
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, training: bool) -> None:
+    """The options every experiment shares: seed and threads, plus data and training ones."""
+    if training:
+        parser.add_argument("--epochs", type=int, default=8)
+        parser.add_argument("--batch-size", type=int, default=64)
+        parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
+        parser.add_argument("--data-dir", default="data", help="MNIST root (torchvision layout)")
+        parser.add_argument("--download", action="store_true", help="download MNIST if missing")
+        parser.add_argument(
+            "--max-train", type=int, default=None, help="keep this many train images"
+        )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
+        "these tiny models on a busy or small CPU",
+    )
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and apply ``--threads``."""
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    return args

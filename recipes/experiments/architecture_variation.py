@@ -34,7 +34,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recipes.blurpool import BlurPool2d
-from recipes.experiments._common import Timer, benchmark_pool, capture, mean_srop, write_csv
+from recipes.experiments._common import (
+    Timer,
+    add_common_arguments,
+    benchmark_pool,
+    capture,
+    mean_srop,
+    parse_args,
+    write_csv,
+)
 
 __all__ = ["MODELS", "downscaling_units", "load_images", "main", "run"]
 
@@ -329,17 +337,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="None (random) or DEFAULT / a torchvision weight name (download)",
     )
     parser.add_argument("--num-random", type=int, default=5, help="seeds per random conv")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
-        "these tiny models on a busy or small CPU",
-    )
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    add_common_arguments(parser, training=False)
+    args = parse_args(parser, argv)
     from recipes.imagenet import ARCHS
 
     for arch in args.models:

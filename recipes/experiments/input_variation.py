@@ -32,10 +32,12 @@ from torch import Tensor
 
 from recipes.experiments._common import (
     Timer,
+    add_common_arguments,
     capture,
     digit_data,
     evaluate,
     mean_srop,
+    parse_args,
     train_model,
     write_csv,
 )
@@ -238,8 +240,8 @@ def plot(
         [k.split("/", 1)[1].removeprefix("features.") for k in layer_keys], rotation=30, fontsize=8
     )
     ax_layer.set(ylabel="mean SROP, pattern alone", title="per layer, largest w")
-    for ax, where in ((ax_acc, "lower left"), (ax_layer, "best")):
-        ax.legend(fontsize=7, loc=where)
+    ax_acc.legend(fontsize=7, loc="lower left")
+    ax_layer.legend(fontsize=7, loc="best")
     # Below the axes: inside, it hides points of the mixed-input curves, which span the range.
     ax_pat.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
     for ax in (ax_acc, ax_pat, ax_layer):
@@ -263,24 +265,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         help="pattern weights w",
     )
     parser.add_argument("--cases", nargs="+", default=["I", "II"], choices=list(CASES))
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
-    parser.add_argument("--data-dir", default="data", help="MNIST root (torchvision layout)")
-    parser.add_argument("--download", action="store_true", help="download MNIST if missing")
-    parser.add_argument("--max-train", type=int, default=None, help="keep this many train images")
     parser.add_argument("--max-val", type=int, default=None, help="keep this many val images")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
-        "these tiny models on a busy or small CPU",
-    )
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    add_common_arguments(parser, training=True)
+    args = parse_args(parser, argv)
     for w in args.weights:
         if not 0.0 <= w <= 1.0:
             parser.error(f"--weights must lie in [0, 1], got {w}")

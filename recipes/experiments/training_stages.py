@@ -32,11 +32,13 @@ from torch import Tensor
 
 from recipes.experiments._common import (
     Timer,
+    add_common_arguments,
     benchmark_pool,
     capture,
     digit_data,
     evaluate,
     mean_srop,
+    parse_args,
     train_model,
     write_csv,
 )
@@ -241,29 +243,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out-dir", type=Path, default=Path("runs/experiments/training_stages"))
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
-    parser.add_argument("--data-dir", default="data", help="MNIST root (torchvision layout)")
-    parser.add_argument("--download", action="store_true", help="download MNIST if missing")
-    parser.add_argument("--max-train", type=int, default=None, help="keep this many train images")
     parser.add_argument(
         "--num-profile",
         type=int,
         default=256,
         help="validation images profiled and scored at each stage",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
-        "these tiny models on a busy or small CPU",
-    )
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    add_common_arguments(parser, training=True)
+    args = parse_args(parser, argv)
     return run(
         args.out_dir,
         epochs=args.epochs,
