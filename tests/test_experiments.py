@@ -14,14 +14,7 @@ from PIL import Image
 
 from recipes.experiments import architecture_variation, input_variation, training_stages
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny CNNs gain nothing from intra-op threads, and on a shared CPU they stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:

@@ -19,14 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from recipes import imagenet, mnist
 from recipes.blurpool import BlurPool2d, antialias_resnet, binomial_filter
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> object:
-    """Tiny models gain nothing from intra-op threads, and on a shared CPU they stall."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 CONFIGS = Path(__file__).resolve().parents[1] / "recipes" / "configs"
