@@ -1,19 +1,30 @@
 """lightning-srop: spectral roll-off points of feature maps as a Lightning training diagnostic."""
 
 from lightning_srop.callback import SROPCallback
-from lightning_srop.functional import spectral_rolloff
+from lightning_srop.engine import SROPEngine
+from lightning_srop.functional import RolloffResult, spectral_rolloff
+from lightning_srop.notices import SROPWarning
+from lightning_srop.options import SROPOptions
+from lightning_srop.plots import compare
 from lightning_srop.profile import profile, profile_reports
-from lightning_srop.report import LayerReport
+from lightning_srop.report import LayerMeta, LayerReport, SROPReport
 from lightning_srop.statistics import STATISTICS, SROPStatistics
 
 __version__ = "0.1.0"
 
 __all__ = [
     "STATISTICS",
+    "LayerMeta",
     "LayerReport",
+    "RolloffResult",
     "SROPCallback",
+    "SROPEngine",
+    "SROPOptions",
+    "SROPReport",
     "SROPStatistics",
+    "SROPWarning",
     "__version__",
+    "compare",
     "profile",
     "profile_reports",
     "spectral_rolloff",

@@ -29,19 +29,22 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from lightning_srop.engine import (
+from lightning_srop.engine import SROPEngine, _is_compiled, batch_input
+from lightning_srop.layers import LayerChoice
+from lightning_srop.loggers import logger_step
+from lightning_srop.notices import notice
+from lightning_srop.options import (
     COMPILED_CHOICES,
-    LayerChoice,
-    SROPEngine,
-    _is_compiled,
+    Compiled,
+    Layout,
+    Repeated,
+    SROPOptions,
+    Unit,
+    check_bool,
     check_choice,
-    check_engine_options,
-    check_layer_choice,
-    notice,
+    check_int,
 )
-from lightning_srop.profile import batch_input
-from lightning_srop.report import LayerReport
-from lightning_srop.statistics import STATISTICS
+from lightning_srop.report import LayerReport, SROPReport
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
@@ -51,23 +54,15 @@ SAMPLE_CHOICES: Final[tuple[str, ...]] = ("first", "random")
 _STATE_VERSION: Final[int] = 1
 
 
-def _check_int(value: object, name: str, minimum: int, allow_none: bool = False) -> None:
-    if allow_none and value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        none = "None or " if allow_none else ""
-        raise ValueError(
-            f"SROPCallback: expected `{name}` to be {none}an int >= {minimum}; got {value!r}."
-        )
-
-
 class SROPCallback(Callback):
     r"""Log per-layer spectral roll-off points (SROPs) of sampled validation batches.
 
     Args:
-        layers: which layers to measure: ``None`` (every Conv1d/Conv2d and pooling/downscaling
-            layer), a regular expression over qualified names (``re.search``), a list of names,
-            a module type or tuple of types, or a callable ``(name, module) -> bool``.
+        layers: which layers to measure: ``None`` (the model's 2-D convolution and pooling
+            layers; in a model without any, its 1-D ones), a regular expression over qualified
+            names (``re.search``), a dotted module class path (``"torch.nn.Conv2d"``, for YAML
+            configs), a list of names, a module type or tuple of types, or a callable
+            ``(name, module) -> bool`` (see :mod:`lightning_srop.layers`).
         num_batches: how many validation batches to measure per measured epoch (``None`` = all).
         every_n_epochs: measure every n-th validation run of ``fit``, starting with the first
             (the sanity check never counts). Every ``trainer.validate()`` run is measured.
@@ -82,6 +77,8 @@ class SROPCallback(Callback):
         unit: ``"layer"`` (cycles per pixel of the layer's grid) or ``"input"`` (cycles per
             input pixel: the SROP divided by the layer's total downscaling, measured from the
             batch's input, see ``input_key``).
+        layout: where 4-D outputs keep their channels: ``"auto"``, ``"NCHW"``, ``"NHWC"`` or a
+            mapping ``{layer: layout}`` (see :class:`~lightning_srop.options.SROPOptions`).
         stats: statistics logged as scalars, any of
             :data:`~lightning_srop.statistics.STATISTICS`.
         log_histograms: write one SROP histogram per layer to TensorBoard / W&B.
@@ -96,8 +93,11 @@ class SROPCallback(Callback):
             (compiled graphs ignore hooks added later); ``"error"`` refuses compiled models.
 
     Attributes:
-        last_reports: the :class:`~lightning_srop.report.LayerReport` list of the last measured
-            epoch, in forward order (the same on every process).
+        options: the validated :class:`~lightning_srop.options.SROPOptions` (what is measured
+            and how); the other arguments decide when and where it is logged.
+        last_report: the :class:`~lightning_srop.report.SROPReport` of the last measured epoch,
+            layers in forward order (the same on every process); ``None`` before the first.
+        last_reports: its :class:`~lightning_srop.report.LayerReport` list.
 
     Examples:
         >>> cb = SROPCallback(layers=r"^features\.\d+$", num_batches=4, stats=("mean", "q75"))
@@ -120,82 +120,99 @@ class SROPCallback(Callback):
         roll_percent: float = 0.85,
         keep_dc: bool = False,
         ndim: int | None = None,
-        unit: Literal["layer", "input"] = "layer",
+        unit: Unit = "layer",
+        layout: Layout | dict[str, Layout] = "auto",
         stats: Sequence[str] = ("mean", "median"),
         log_histograms: bool = True,
         log_figure: bool = True,
         prefix: str = "srop",
-        repeated: Literal["separate", "merge", "first"] = "separate",
+        repeated: Repeated = "separate",
         num_bins: int = 1024,
         input_key: str = "input",
-        compiled: Literal["eager", "error"] = "eager",
+        compiled: Compiled = "eager",
     ) -> None:
         owner = "SROPCallback"
-        check_layer_choice(layers, owner)
-        _check_int(num_batches, "num_batches", 1, allow_none=True)
-        _check_int(every_n_epochs, "every_n_epochs", 1)
-        check_choice(sample, SAMPLE_CHOICES, "sample", owner)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"SROPCallback: expected `seed` to be an int; got {seed!r}.")
-        check_engine_options(
+        # What is measured and how: one validated options object (shared with `profile`).
+        self.options = SROPOptions(
+            layers=layers,
+            num_batches=num_batches,
             roll_percent=roll_percent,
             keep_dc=keep_dc,
             ndim=ndim,
             unit=unit,
+            layout=layout,
+            stats=stats,
             repeated=repeated,
             num_bins=num_bins,
+            input_key=input_key,
             compiled=compiled,
             owner=owner,
         )
-        if isinstance(stats, str) or not isinstance(stats, Sequence) or not stats:
-            raise ValueError(
-                f"SROPCallback: expected `stats` to be a non-empty sequence of statistic names, "
-                f"e.g. ('mean', 'median'); got {stats!r}. Valid choices: {', '.join(STATISTICS)}."
-            )
-        unknown = [s for s in stats if s not in STATISTICS]
-        if unknown:
-            raise ValueError(
-                f"SROPCallback: `stats` has unknown statistic(s) {unknown!r}; valid choices: "
-                f"{', '.join(STATISTICS)}."
-            )
-        for flag, value in (("log_histograms", log_histograms), ("log_figure", log_figure)):
-            if not isinstance(value, bool):
-                raise TypeError(f"SROPCallback: expected `{flag}` to be a bool; got {value!r}.")
+        # When and where it is logged: the callback's own options.
+        self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", owner, minimum=1)
+        check_choice(sample, SAMPLE_CHOICES, "sample", owner)
+        self.sample = sample
+        self.seed = check_int(seed, "seed", owner, minimum=-(2**63), maximum=2**64 - 1)
+        self.log_histograms = check_bool(log_histograms, "log_histograms", owner)
+        self.log_figure = check_bool(log_figure, "log_figure", owner)
         if not isinstance(prefix, str) or not prefix or prefix.strip("/") != prefix:
             raise ValueError(
                 "SROPCallback: expected `prefix` to be a non-empty str without leading or "
                 f"trailing '/'; got {prefix!r}."
             )
-        if not isinstance(input_key, str):
-            raise TypeError(f"SROPCallback: expected `input_key` to be a str; got {input_key!r}.")
-
-        self.layers = layers
-        self.num_batches = num_batches
-        self.every_n_epochs = every_n_epochs
-        self.sample = sample
-        self.seed = seed
-        self.roll_percent = float(roll_percent)
-        self.keep_dc = keep_dc
-        self.ndim = ndim
-        self.unit = unit
-        self.stats: tuple[str, ...] = tuple(stats)
-        self.log_histograms = log_histograms
-        self.log_figure = log_figure
         self.prefix = prefix
-        self.repeated = repeated
-        self.num_bins = num_bins
-        self.input_key = input_key
-        self.compiled = compiled
 
-        self.last_reports: list[LayerReport] = []
+        self.last_report: SROPReport | None = None
         self._engine: SROPEngine | None = None
-        self._generator = torch.Generator().manual_seed(seed)
+        self._generator = torch.Generator().manual_seed(self.seed)
         self._validation_runs = 0  # measured or not, in fit, without the sanity check
         self._measured_epochs = 0
         self._active = False
         self._batch_counter = 0
+        self._measured_batches = 0
         self._chosen: set[int] | None = None  # None: the first `num_batches`
         self._noticed: set[str] = set()
+
+    # ------------------------------------------------------------------ options
+    @property
+    def layers(self) -> LayerChoice:
+        """The layer choice (class paths already turned into types)."""
+        return self.options.layers
+
+    @property
+    def num_batches(self) -> int | None:
+        """Validation batches measured per measured epoch (``None`` = all)."""
+        return self.options.num_batches
+
+    @property
+    def stats(self) -> tuple[str, ...]:
+        """Statistics logged as scalars."""
+        return tuple(self.options.stats)
+
+    @property
+    def last_reports(self) -> list[LayerReport]:
+        """The layer reports of the last measured epoch (``last_report``'s layers)."""
+        return [] if self.last_report is None else list(self.last_report.layers)
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned processes (ddp_spawn, ddp_notebook, torch.multiprocessing) receive the
+        # callback pickled. The engine (hooks, device metrics, a reference to the model) and
+        # the generator belong to this process: the copy rebuilds them, the generator from its
+        # state as plain bytes (no tensor goes through shared memory).
+        state = self.__dict__.copy()
+        state["_engine"] = None
+        state["_generator"] = bytes(self._generator.get_state().numpy().tobytes())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        generator_state = state.pop("_generator")
+        self.__dict__.update(state)
+        self._generator = torch.Generator()
+        if isinstance(generator_state, bytes):
+            self._generator.set_state(
+                torch.frombuffer(bytearray(generator_state), dtype=torch.uint8)
+            )
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -223,18 +240,7 @@ class SROPCallback(Callback):
             notice(f"SROPCallback: {message}", stacklevel=4)
 
     def _make_engine(self, pl_module: LightningModule) -> SROPEngine:
-        return SROPEngine(
-            pl_module,
-            self.layers,
-            roll_percent=self.roll_percent,
-            keep_dc=self.keep_dc,
-            ndim=self.ndim,
-            unit=self.unit,
-            repeated=self.repeated,
-            num_bins=self.num_bins,
-            compiled=self.compiled,
-            owner="SROPCallback",
-        )
+        return SROPEngine(pl_module, options=self.options, owner="SROPCallback")
 
     def _release(self) -> None:
         """Remove every hook and drop this epoch's partial statistics."""
@@ -260,10 +266,10 @@ class SROPCallback(Callback):
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.compiled == "error" and _is_compiled(pl_module):
+        if self.options.compiled == "error" and _is_compiled(pl_module):
             raise RuntimeError(
                 "SROPCallback: the LightningModule holds torch.compile'd code and "
-                f"`compiled`={self.compiled!r}; compiled graphs ignore forward hooks added after "
+                f"`compiled`={self.options.compiled!r}; compiled graphs ignore forward hooks added after "
                 f"compilation. Valid choices: {', '.join(map(repr, COMPILED_CHOICES))} ('eager' "
                 "runs the measured batches eagerly)."
             )
@@ -294,6 +300,7 @@ class SROPCallback(Callback):
             self._engine.resolve()  # the model may have gained or lost layers since setup
         self._engine.reset()
         self._batch_counter = 0
+        self._measured_batches = 0
         self._chosen = self._choose_batches(trainer)
         self._active = True
 
@@ -315,9 +322,15 @@ class SROPCallback(Callback):
                 return
         elif index not in self._chosen:
             return
-        if self.unit == "input":
-            self._engine.set_input(batch_input(batch, self.input_key, owner="SROPCallback"))
+        try:
+            x = batch_input(batch, self.options.input_key, owner="SROPCallback")
+        except (TypeError, ValueError):
+            if self.options.unit == "input":
+                raise  # the input's size is needed: say why it cannot be found
+            x = None  # only the report's downscaling is unknown
+        self._engine.set_input(x)
         self._engine.attach()
+        self._measured_batches += 1
 
     @override
     def on_validation_batch_end(
@@ -349,7 +362,15 @@ class SROPCallback(Callback):
             reports = engine.reports()  # a collective: every process takes part
         finally:
             engine.reset()
-        self.last_reports = reports
+        self.last_report = SROPReport(
+            layers=tuple(reports),
+            options=self.options.to_dict(),
+            skipped={k: v for k, v in engine.skipped.items() if k not in engine.metrics},
+            num_batches=self._measured_batches,
+            epoch=trainer.current_epoch,
+            step=logger_step(trainer),
+            model=type(pl_module).__name__,
+        )
         self._measured_epochs += 1
         values = {
             f"{self.prefix}/{report.name}/{stat}": report.stats[stat]
@@ -391,7 +412,7 @@ class SROPCallback(Callback):
             except ImportError as err:  # matplotlib is an optional dependency
                 self._notice("figure-import", f"cannot draw the SROP figure ({err}); skipped.")
                 return
-            unit = "cycles / input pixel" if self.unit == "input" else "cycles / pixel"
+            unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
             figure = plot_layer_profile(reports, unit=unit, title=f"SROP per layer, step {step}")
             for name in log_figure(
                 trainer.loggers, figure, tag=f"{self.prefix}/layer_profile", step=step

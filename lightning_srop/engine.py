@@ -1,31 +1,27 @@
-"""The hook engine: layer choice, forward hooks, and per-layer SROP statistics.
+"""The hook engine: forward hooks on chosen layers that feed per-layer SROP statistics.
 
-The engine knows nothing about Trainers. It resolves a layer choice to modules and clean names,
-registers forward hooks only while it is attached, feeds every captured feature map into the
-:class:`~lightning_srop.statistics.SROPStatistics` of its layer under ``torch.no_grad`` (never
-keeping the activation), and turns the statistics into
+The engine knows nothing about Trainers, loggers or files. It takes a model and one
+:class:`~lightning_srop.options.SROPOptions`, resolves the layer choice
+(:mod:`lightning_srop.layers`), registers forward hooks only while it is attached, feeds every
+captured feature map into the :class:`~lightning_srop.statistics.SROPStatistics` of its layer
+under ``torch.no_grad`` (never keeping the activation), and turns the statistics into
 :class:`~lightning_srop.report.LayerReport` objects (merged across processes when distributed).
-Both :class:`~lightning_srop.callback.SROPCallback` and :func:`~lightning_srop.profile.profile`
-drive it.
+:class:`~lightning_srop.callback.SROPCallback`, :func:`~lightning_srop.profile.profile` and the
+command line drive it.
 
 Rules, in one place:
 
-- **Layer choice** (``layers=``): ``None`` picks every Conv1d/Conv2d and pooling/downscaling
-  module (:data:`DEFAULT_LAYER_TYPES`); a string is a regular expression matched with
-  :func:`re.search` against clean qualified names (anchor it with ``^...$`` for exact names); a
-  list/tuple of strings names layers exactly (unknown names raise an error listing close
-  valid names); a module type or a tuple of types selects by ``isinstance``; a callable
-  ``(name, module) -> bool`` selects what it returns true for.
-- **Names** are qualified names in the root module with wrapper components removed:
-  ``_orig_mod`` (``torch.compile``), ``_fsdp_wrapped_module``, ``_forward_module``,
-  ``_checkpoint_wrapped_module`` anywhere, and ``module`` where its parent is a
-  (Distributed)DataParallel wrapper. Wrapper modules themselves are never selected.
 - **Dimensionality**: a 4-D output ``(N, C, H, W)`` is a batch of 2-D maps; a 3-D output
   ``(N, C, L)`` is a batch of 1-D signals when the module is a 1-D conv/pool/norm layer.
   Any other 3-D output (e.g. tokens ``(N, L, D)``) is skipped unless ``ndim=1`` forces 1-D.
   Outputs that are not floating-point tensors (tuples, dicts, integer tensors), of another
-  rank, or of ``1 x 1`` maps (no spectrum) are skipped. Every skip is announced once per layer
-  with a :class:`SROPWarning` (on rank zero).
+  rank, or of ``1 x 1`` maps (no spectrum) are skipped. Every skip is recorded in
+  :attr:`SROPEngine.skipped`; it is announced once per layer with a
+  :class:`~lightning_srop.notices.SROPWarning` (on rank zero), except ``1 x 1`` maps of
+  layers chosen by default (global pools, squeeze-excitation), which are skipped quietly.
+- **Layout**: ``layout="NHWC"`` reads 4-D outputs as ``(N, H, W, C)`` (a view, no copy); the
+  default ``"auto"`` does so for a ``LayerNorm``/``Linear`` whose output's last dim is its
+  feature size (and dim 1 is not), with one notice.
 - **Repeated calls**: a module called several times in one batch (torchvision ResNet's shared
   ``relu``) is handled by ``repeated=``: ``"separate"`` (default) keeps one statistic per call
   site, keyed ``name``, ``name#1``, ``name#2``, ... in call order within the batch;
@@ -38,367 +34,99 @@ Rules, in one place:
   fixed by its first batch (``sqrt(2)/2 / s`` in 2-D); later values beyond it fall in the
   last bin.
 - **Compiled models**: hooks added after ``torch.compile`` are ignored by compiled code, so
-  while attached the engine runs compiled code eagerly (``torch.compiler.set_stance
-  ("force_eager")``, ``compiled="eager"``, the default), or raises (``compiled="error"``).
+  while an engine whose model holds compiled code is attached, compiled code runs eagerly
+  (``torch.compiler.set_stance("force_eager")``, ``compiled="eager"``, the default), or the
+  engine raises (``compiled="error"``). The stance is shared by every attached engine of the
+  process: the first to attach sets it, the last to detach restores what was there before,
+  in whatever order engines attach and detach. Models without compiled code never touch it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import math
-import os
-import re
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Final, Literal, TypeAlias
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
-from lightning_utilities.core.rank_zero import rank_zero_only
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from lightning_srop.functional.spectral_rolloff import (
-    MAX_RADIUS_1D,
-    MAX_RADIUS_2D,
-    _check_options,
-)
-from lightning_srop.report import LayerReport
+from lightning_srop.functional.spectral_rolloff import MAX_RADIUS_1D, MAX_RADIUS_2D
+from lightning_srop.layers import ONE_D_LAYER_TYPES, LayerChoice, select_layers
+from lightning_srop.notices import notice
+from lightning_srop.options import SROPOptions
+from lightning_srop.report import LayerMeta, LayerReport
 from lightning_srop.statistics import SROPStatistics
 
-__all__ = [
-    "DEFAULT_LAYER_TYPES",
-    "WRAPPER_NAMES",
-    "LayerChoice",
-    "SROPEngine",
-    "SROPWarning",
-    "check_layer_choice",
-    "clean_name",
-    "is_rank_zero",
-    "notice",
-    "resolve_layers",
-]
-
-#: Module types selected by ``layers=None``: convolutions and pooling/downscaling layers.
-DEFAULT_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.LPPool1d,
-    nn.LPPool2d,
-    nn.FractionalMaxPool2d,
-    nn.PixelUnshuffle,
-)
-
-#: Module types whose 3-D outputs are ``(N, C, L)`` signals (auto-detected as 1-D).
-ONE_D_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
-    nn.Conv1d,
-    nn.ConvTranspose1d,
-    nn.MaxPool1d,
-    nn.AvgPool1d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveMaxPool1d,
-    nn.LPPool1d,
-    nn.BatchNorm1d,
-    nn.InstanceNorm1d,
-    nn.Upsample,
-)
-
-#: Name components removed from qualified names wherever they appear.
-WRAPPER_NAMES: Final[tuple[str, ...]] = (
-    "_orig_mod",
-    "_fsdp_wrapped_module",
-    "_forward_module",
-    "_checkpoint_wrapped_module",
-)
-
-# Classes whose child ``module`` is the wrapped model, and wrapper classes never selected.
-_MODULE_WRAPPERS: Final[frozenset[str]] = frozenset({"DistributedDataParallel", "DataParallel"})
-_WRAPPER_CLASSES: Final[frozenset[str]] = frozenset(
-    {
-        "OptimizedModule",
-        "DistributedDataParallel",
-        "DataParallel",
-        "FullyShardedDataParallel",
-        "CheckpointWrapper",
-        "_LightningModuleWrapperBase",
-        "_FabricModule",
-    }
-)
-
-REPEATED_CHOICES: Final[tuple[str, ...]] = ("separate", "merge", "first")
-UNIT_CHOICES: Final[tuple[str, ...]] = ("layer", "input")
-COMPILED_CHOICES: Final[tuple[str, ...]] = ("eager", "error")
-
-#: What ``layers=`` accepts.
-LayerChoice: TypeAlias = (
-    str
-    | Sequence[str]
-    | type[nn.Module]
-    | tuple[type[nn.Module], ...]
-    | Callable[[str, nn.Module], bool]
-    | None
-)
+__all__ = ["LayerMeta", "SROPEngine", "batch_input"]
 
 
-class SROPWarning(UserWarning):
-    """A notice about a layer that is skipped or a logger that cannot show something."""
-
-
-def is_rank_zero() -> bool:
-    """Whether this process is the global rank zero (Lightning's rank, else the environment)."""
-    rank = getattr(rank_zero_only, "rank", None)
-    if rank is None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            rank = torch.distributed.get_rank()
-        else:
-            rank = int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0")) or 0)
-    return int(rank) == 0
-
-
-def notice(message: str, *, stacklevel: int = 3) -> None:
-    """Emit ``message`` as a :class:`SROPWarning` on rank zero only."""
-    if is_rank_zero():
-        warnings.warn(message, SROPWarning, stacklevel=stacklevel)
-
-
-def clean_name(root: nn.Module, raw_name: str) -> str:
-    """The qualified name ``raw_name`` of a submodule of ``root`` without wrapper components.
+def batch_input(batch: Any, input_key: str = "input", *, owner: str = "profile") -> Tensor:
+    """The input tensor of a batch: the tensor itself, the first item of a tuple/list, or
+    ``batch[input_key]`` of a dict.
 
     Examples:
-        >>> from torch import nn
-        >>> net = nn.DataParallel(nn.Sequential(nn.Conv2d(1, 2, 3)))
-        >>> clean_name(net, "module.0")
-        '0'
-        >>> wrapped = nn.Module()
-        >>> wrapped.add_module("_orig_mod", nn.Sequential(nn.Conv2d(1, 2, 3)))
-        >>> clean_name(wrapped, "_orig_mod.0")
-        '0'
+        >>> import torch
+        >>> x = torch.zeros(2, 3)
+        >>> batch_input((x, torch.ones(2))) is x, batch_input({"input": x}) is x
+        (True, True)
     """
-    if not raw_name:
-        return ""
-    parent: nn.Module | None = root
-    kept: list[str] = []
-    for part in raw_name.split("."):
-        child = parent._modules.get(part) if parent is not None else None
-        is_wrapper = part in WRAPPER_NAMES or (
-            part == "module" and parent is not None and type(parent).__name__ in _MODULE_WRAPPERS
+    if isinstance(batch, Tensor):
+        return batch
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        return batch[0]
+    if isinstance(batch, Mapping):
+        value = batch.get(input_key)
+        if isinstance(value, Tensor):
+            return value
+        raise ValueError(
+            f"{owner}: a dict batch needs its input tensor under `input_key`={input_key!r}; "
+            f"the batch has keys {list(batch)!r}."
         )
-        if not is_wrapper:
-            kept.append(part)
-        parent = child
-    return ".".join(kept)
-
-
-def _named_layers(root: nn.Module) -> list[tuple[str, str, nn.Module]]:
-    """``(clean, raw, module)`` for every non-wrapper submodule, in registration order."""
-    out: list[tuple[str, str, nn.Module]] = []
-    seen: set[str] = set()
-    for raw, module in root.named_modules():
-        if not raw or type(module).__name__ in _WRAPPER_CLASSES:
-            continue
-        name = clean_name(root, raw)
-        if not name or name in seen:
-            name = raw  # a name that only wrappers told apart: keep the raw one
-        seen.add(name)
-        out.append((name, raw, module))
-    return out
-
-
-def _close_names(name: str, valid: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
-    if close:
-        return "close valid names: " + ", ".join(repr(c) for c in close)
-    shown = ", ".join(repr(v) for v in valid[:10])
-    more = f", ... ({len(valid)} in all)" if len(valid) > 10 else ""
-    return f"valid names: {shown}{more}" if valid else "the model has no submodules"
-
-
-def _is_module_type(value: object) -> bool:
-    return isinstance(value, type) and issubclass(value, nn.Module)
-
-
-def resolve_layers(
-    model: nn.Module, layers: LayerChoice = None, *, owner: str = "resolve_layers"
-) -> list[tuple[str, nn.Module]]:
-    """Resolve a layer choice to ``(clean name, module)`` pairs in registration order.
-
-    Args:
-        model: the root module; names are qualified names in it.
-        layers: the choice; see the module docstring.
-        owner: who asks, for error messages (e.g. ``"SROPCallback"``).
-
-    Returns:
-        The selected layers, at least one.
-
-    Raises:
-        TypeError: ``layers`` has an unsupported type.
-        ValueError: a name is unknown (close valid names are listed), the regular expression is
-            invalid, or the choice selects no layer.
-
-    Examples:
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
-        >>> [name for name, _ in resolve_layers(net)]
-        ['0', '2']
-        >>> [name for name, _ in resolve_layers(net, nn.ReLU)]
-        ['1']
-        >>> resolve_layers(net, ["3", "conv"])
-        Traceback (most recent call last):
-        ...
-        ValueError: resolve_layers: `layers` names unknown layer 'conv' (valid names: ...).
-    """
-    named = _named_layers(model)
-    valid = [name for name, _, _ in named]
-    arg = f"{owner}: `layers`"
-    if layers is None:
-        chosen = [(n, m) for n, _, m in named if isinstance(m, DEFAULT_LAYER_TYPES)]
-        if not chosen:
-            kinds = ", ".join(t.__name__ for t in DEFAULT_LAYER_TYPES[:6])
-            raise ValueError(
-                f"{arg}=None selects every convolution and pooling layer ({kinds}, ...), but "
-                f"{type(model).__name__} has none; pass `layers=` (names, a regex, module "
-                f"types or a callable). {_close_names('', valid).capitalize()}."
-            )
-        return chosen
-    if isinstance(layers, str):
-        try:
-            pattern = re.compile(layers)
-        except re.error as err:
-            raise ValueError(f"{arg}={layers!r} is not a valid regular expression: {err}.") from err
-        chosen = [(n, m) for n, raw, m in named if pattern.search(n) or pattern.search(raw)]
-        if not chosen:
-            raise ValueError(
-                f"{arg}={layers!r} (a regular expression, matched with re.search) matches no "
-                f"layer; {_close_names(layers, valid)}."
-            )
-        return chosen
-    if _is_module_type(layers) or (
-        isinstance(layers, tuple) and layers and all(_is_module_type(t) for t in layers)
-    ):
-        types = layers if isinstance(layers, tuple) else (layers,)
-        chosen = [(n, m) for n, _, m in named if isinstance(m, types)]  # type: ignore[arg-type]
-        if not chosen:
-            names = ", ".join(t.__name__ for t in types)  # type: ignore[union-attr]
-            present = sorted({type(m).__name__ for _, _, m in named})
-            raise ValueError(
-                f"{arg} selects modules of type {names}, but the model has none; "
-                f"module types present: {', '.join(present) or 'none'}."
-            )
-        return chosen
-    if isinstance(layers, (list, tuple)):
-        if not layers or not all(isinstance(x, str) for x in layers):
-            raise TypeError(
-                f"{arg}: expected a non-empty list of layer names (str), got {layers!r}."
-            )
-        wanted = [str(x) for x in layers]
-        by_name = {n: m for n, _, m in named}
-        by_name.update({raw: m for _, raw, m in named})
-        raw_to_clean = {raw: n for n, raw, _ in named}
-        unknown = [x for x in wanted if x not in by_name]
-        if unknown:
-            details = "; ".join(f"{u!r} ({_close_names(u, valid)})" for u in unknown)
-            word = "layer" if len(unknown) == 1 else "layers"
-            raise ValueError(f"{arg} names unknown {word} {details}.")
-        chosen_names: list[str] = []
-        for x in wanted:
-            name = raw_to_clean.get(x, x)
-            if name not in chosen_names:
-                chosen_names.append(name)
-        order = {n: i for i, n in enumerate(valid)}
-        chosen_names.sort(key=lambda n: order.get(n, len(order)))
-        return [(n, by_name[n]) for n in chosen_names]
-    if callable(layers):
-        chosen = [(n, m) for n, _, m in named if layers(n, m)]
-        if not chosen:
-            raise ValueError(
-                f"{arg}: the callable {getattr(layers, '__name__', layers)!r} selects no layer "
-                f"(it returned false for all {len(valid)} submodules)."
-            )
-        return chosen
     raise TypeError(
-        f"{arg}: expected None, a regular expression (str), a list of layer names, a module "
-        f"type, a tuple of module types or a callable (name, module) -> bool; got "
-        f"{type(layers).__name__} {layers!r}."
+        f"{owner}: expected a batch that is a tensor, a tuple/list whose first item is the input "
+        f"tensor, or a dict with the input under `input_key`={input_key!r}; got "
+        f"{type(batch).__name__}."
     )
 
 
-def check_layer_choice(layers: object, owner: str) -> None:
-    """Check the type of a layer choice (and compile a regex) without a model."""
-    if layers is None or _is_module_type(layers):
-        return
-    if isinstance(layers, str):
-        try:
-            re.compile(layers)
-        except re.error as err:
-            raise ValueError(
-                f"{owner}: `layers`={layers!r} is not a valid regular expression: {err}."
-            ) from err
-        return
-    if isinstance(layers, tuple) and layers and all(_is_module_type(t) for t in layers):
-        return
-    if isinstance(layers, (list, tuple)):
-        if layers and all(isinstance(x, str) for x in layers):
-            return
-        raise TypeError(
-            f"{owner}: expected `layers` to be a non-empty list of layer names (str) or a tuple "
-            f"of module types, got {layers!r}."
-        )
-    if callable(layers):
-        return
-    raise TypeError(
-        f"{owner}: expected `layers` to be None, a regular expression (str), a list of layer "
-        "names, a module type, a tuple of module types or a callable (name, module) -> bool; "
-        f"got {type(layers).__name__} {layers!r}."
-    )
+class _EagerStance:
+    """The process-wide ``force_eager`` stance, shared by every attached engine.
 
+    Engines attach and detach in any order (two callbacks detach in the order they attached,
+    not in reverse), so a stack of context managers would restore the wrong stance; a count
+    does not: the first holder sets the stance, the last one restores the one saved.
+    """
 
-def check_choice(value: object, choices: Sequence[str], argument: str, owner: str) -> None:
-    """Raise ``ValueError`` naming ``argument`` unless ``value`` is one of ``choices``."""
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(
-            f"{owner}: expected `{argument}` to be one of {', '.join(map(repr, choices))}; "
-            f"got {value!r}."
-        )
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+    _holders: ClassVar[int] = 0
+    _context: ClassVar[contextlib.AbstractContextManager[Any] | None] = None
 
+    @staticmethod
+    def available() -> bool:
+        return getattr(torch.compiler, "set_stance", None) is not None
 
-def check_engine_options(
-    *,
-    roll_percent: object,
-    keep_dc: object,
-    ndim: object,
-    unit: object,
-    repeated: object,
-    num_bins: object,
-    compiled: object,
-    owner: str,
-) -> None:
-    """Validate the options shared by the engine, the callback and ``profile``."""
-    if ndim is not None and (isinstance(ndim, bool) or ndim not in (1, 2)):
-        raise ValueError(
-            f"{owner}: expected `ndim` to be None (auto-detect), 1 or 2; got {ndim!r}."
-        )
-    _check_options(roll_percent, 2 if ndim is None else ndim, keep_dc, owner)
-    check_choice(unit, UNIT_CHOICES, "unit", owner)
-    check_choice(repeated, REPEATED_CHOICES, "repeated", owner)
-    check_choice(compiled, COMPILED_CHOICES, "compiled", owner)
-    if isinstance(num_bins, bool) or not isinstance(num_bins, int) or num_bins < 2:
-        raise ValueError(f"{owner}: expected `num_bins` to be an int >= 2; got {num_bins!r}.")
+    @classmethod
+    def acquire(cls) -> None:
+        with cls._lock:
+            if cls._holders == 0:
+                context: contextlib.AbstractContextManager[Any] = torch.compiler.set_stance(
+                    "force_eager"
+                )
+                context.__enter__()
+                cls._context = context
+            cls._holders += 1
 
-
-def _force_eager() -> contextlib.AbstractContextManager[Any] | None:
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    if set_stance is None:
-        return None
-    cm: contextlib.AbstractContextManager[Any] = set_stance("force_eager")
-    return cm
+    @classmethod
+    def release(cls) -> None:
+        with cls._lock:
+            cls._holders -= 1
+            if cls._holders == 0:
+                context, cls._context = cls._context, None
+                if context is not None:
+                    context.__exit__(None, None, None)
 
 
 def _is_compiled(root: nn.Module) -> bool:
@@ -417,21 +145,14 @@ class SROPEngine:
 
     Args:
         model: the root module; layer names are qualified names in it.
-        layers: the layer choice (see the module docstring).
-        roll_percent: share of spectral energy below the roll-off, in (0, 1].
-        keep_dc: keep the DC bin (the map's mean) in the energy.
-        ndim: ``None`` auto-detects 2-D ``(N, C, H, W)`` and 1-D ``(N, C, L)`` outputs; 1 or 2
-            forces it (``ndim=1`` also takes 3-D outputs of any module, e.g. tokens).
-        unit: ``"layer"`` (cycles per pixel of the layer's grid) or ``"input"`` (per input
-            pixel; needs :meth:`set_input` before each batch).
-        repeated: ``"separate"``, ``"merge"`` or ``"first"`` (see the module docstring).
-        num_bins: histogram bins of each layer's statistics.
-        compiled: ``"eager"`` runs compiled code eagerly while attached so hooks fire;
-            ``"error"`` raises if the model holds compiled code.
+        layers: the layer choice (overrides ``options.layers`` when given).
+        options: the :class:`~lightning_srop.options.SROPOptions` (default options if None).
         sync: merge the statistics across processes in :meth:`reports` when
             ``torch.distributed`` is initialized (then every process must call it); ``False``
             keeps them local to this process.
         owner: who drives the engine, for messages.
+        changes: option fields to change, e.g. ``unit="input"`` (validated by
+            :class:`~lightning_srop.options.SROPOptions`).
 
     Examples:
         >>> import torch
@@ -451,47 +172,35 @@ class SROPEngine:
         model: nn.Module,
         layers: LayerChoice = None,
         *,
-        roll_percent: float = 0.85,
-        keep_dc: bool = False,
-        ndim: int | None = None,
-        unit: Literal["layer", "input"] = "layer",
-        repeated: Literal["separate", "merge", "first"] = "separate",
-        num_bins: int = 1024,
-        compiled: Literal["eager", "error"] = "eager",
+        options: SROPOptions | None = None,
         sync: bool = True,
         owner: str = "SROPEngine",
+        **changes: Any,
     ) -> None:
-        check_engine_options(
-            roll_percent=roll_percent,
-            keep_dc=keep_dc,
-            ndim=ndim,
-            unit=unit,
-            repeated=repeated,
-            num_bins=num_bins,
-            compiled=compiled,
-            owner=owner,
-        )
+        if layers is not None:
+            changes["layers"] = layers
+        if options is None:
+            options = SROPOptions(owner=owner, **changes)
+        elif changes:
+            options = options.replace(owner=owner, **changes)
         self.model = model
-        self.layer_choice = layers
-        self.roll_percent = float(roll_percent)
-        self.keep_dc = keep_dc
-        self.ndim = ndim
-        self.unit = unit
-        self.repeated = repeated
-        self.num_bins = num_bins
-        self.compiled = compiled
+        self.options = options
         self.sync = bool(sync)
         self.owner = owner
-        self.layers: list[tuple[str, nn.Module]] = resolve_layers(model, layers, owner=owner)
-        self.metrics: dict[str, SROPStatistics] = {}  # this round's, in first-call order
-        self._pool: dict[str, SROPStatistics] = {}  # every metric made, reused after reset
+        self.layers: list[tuple[str, nn.Module]] = []
+        self._by_default = options.layers is None
         self._handles: list[RemovableHandle] = []
+        self._noticed: set[str] = set()
+        self.skipped: dict[str, str] = {}  # layer name -> why it has no statistics
+        self.resolve()
+        self.metrics: dict[str, SROPStatistics] = {}  # this round's, in first-call order
+        self.meta: dict[str, LayerMeta] = {}  # per key, from its first output
+        self._pool: dict[str, SROPStatistics] = {}  # every metric made, reused after reset
         self._calls: dict[str, int] = {}
         self._fired: set[str] = set()
-        self._noticed: set[str] = set()
         self._input_shape: tuple[int, ...] | None = None
         self._device: torch.device | None = None
-        self._stance: contextlib.AbstractContextManager[Any] | None = None
+        self._holds_stance = False
 
     # ------------------------------------------------------------------ layer choice
     @property
@@ -503,7 +212,16 @@ class SROPEngine:
         """Resolve the layer choice again (the model may have changed). Not while attached."""
         if self._handles:
             raise RuntimeError(f"{self.owner}: cannot resolve layers while hooks are attached.")
-        self.layers = resolve_layers(self.model, self.layer_choice, owner=self.owner)
+        resolved = select_layers(self.model, self.options.layers, owner=self.owner)
+        self.layers = resolved.layers
+        for name in resolved.scripted:
+            self._notice(
+                f"scripted:{name}",
+                f"layer {name!r} is, or lies inside, a torch.jit.script'ed module, whose "
+                "TorchScript code never runs Python forward hooks; it cannot be measured and is "
+                "skipped (choose the module that calls it, or measure the model before "
+                "scripting).",
+            )
 
     # ------------------------------------------------------------------ hooks
     @property
@@ -517,7 +235,8 @@ class SROPEngine:
         return bool(self._handles)
 
     def set_input(self, x: Tensor | Sequence[int] | None) -> None:
-        """Record the input of the coming batch (its spatial size is used with ``unit="input"``)."""
+        """Record the input of the coming batch (its spatial size gives each layer's
+        downscaling, used with ``unit="input"`` and reported)."""
         if isinstance(x, Tensor):
             self._input_shape = tuple(int(s) for s in x.shape)
             self._device = x.device
@@ -530,28 +249,35 @@ class SROPEngine:
         """Register one forward hook per chosen layer and start a new batch. Idempotent."""
         if self._handles:
             return
-        if self.compiled == "error" and _is_compiled(self.model):
+        compiled = _is_compiled(self.model)
+        if compiled and self.options.compiled == "error":
             raise RuntimeError(
                 f"{self.owner}: the model holds torch.compile'd code, whose compiled graphs "
                 "ignore forward hooks added after compilation, and `compiled='error'` was set; "
                 "pass `compiled='eager'` to run the sampled batches eagerly, or measure the "
                 "uncompiled model."
             )
-        self._calls = {}
-        stance = _force_eager() if self.compiled == "eager" else None
-        if stance is None and self.compiled == "eager" and _is_compiled(self.model):
+        if compiled and not _EagerStance.available():
             raise RuntimeError(
                 f"{self.owner}: the model holds torch.compile'd code, whose compiled graphs "
                 "ignore forward hooks added after compilation, and this PyTorch "
                 f"({torch.__version__}) has no `torch.compiler.set_stance` to run it eagerly "
                 "(PyTorch >= 2.6); measure the uncompiled model."
             )
+        self._calls = {}
         try:
-            if stance is not None:
-                stance.__enter__()
-                self._stance = stance
+            if compiled:
+                _EagerStance.acquire()
+                self._holds_stance = True
             for name, module in self.layers:
-                self._handles.append(module.register_forward_hook(self._make_hook(name)))
+                try:
+                    handle = module.register_forward_hook(self._make_hook(name))
+                except RuntimeError as err:  # e.g. a ScriptModule refuses hooks
+                    self._skip(
+                        name, f"layer {name!r} ({type(module).__name__}) takes no hooks ({err})."
+                    )
+                    continue
+                self._handles.append(handle)
         except BaseException:
             self.detach()
             raise
@@ -563,9 +289,9 @@ class SROPEngine:
             for handle in handles:
                 handle.remove()
         finally:
-            stance, self._stance = self._stance, None
-            if stance is not None:
-                stance.__exit__(None, None, None)
+            if self._holds_stance:
+                self._holds_stance = False
+                _EagerStance.release()
 
     @contextlib.contextmanager
     def capture(self, x: Tensor | None = None) -> Iterator[SROPEngine]:
@@ -585,6 +311,14 @@ class SROPEngine:
 
         return hook  # type: ignore[no-any-return]
 
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        # Hooks, metrics on a device and the stance belong to this process; a copy sent to a
+        # spawned process (ddp_spawn) starts detached and empty.
+        state = self.__dict__.copy()
+        state.update(_handles=[], _holds_stance=False, metrics={}, _pool={}, _device=None, meta={})
+        return state
+
     # ------------------------------------------------------------------ capture
     def _notice(self, key: str, message: str) -> None:
         if key in self._noticed:
@@ -592,30 +326,59 @@ class SROPEngine:
         self._noticed.add(key)
         notice(f"{self.owner}: {message}", stacklevel=4)
 
+    def _skip(self, name: str, message: str, *, quiet: bool = False) -> None:
+        """Record why layer ``name`` has no statistics; announce it unless ``quiet``."""
+        self.skipped.setdefault(name, message)
+        if not quiet:
+            self._notice(name, message)
+
+    def _channels_last(self, name: str, module: nn.Module, output: Tensor) -> bool:
+        choice = self.options.layout_of(name)
+        if choice != "auto":
+            return choice == "NHWC"
+        if output.dim() != 4:
+            return False
+        features: int | None = None
+        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
+            features = int(module.normalized_shape[0])
+        elif isinstance(module, nn.Linear):
+            features = int(module.out_features)
+        if features is None or output.shape[-1] != features or output.shape[1] == features:
+            return False
+        self._notice(
+            f"layout:{name}",
+            f"layer {name!r} ({type(module).__name__}) returned shape {tuple(output.shape)}, "
+            f"whose last dim is its feature size {features}: read as channels-last (N, H, W, C) "
+            f"maps. Pass `layout='NHWC'` (or {{{name!r}: 'NHWC'}}) to say so, or 'NCHW' to "
+            "read it as (N, C, H, W).",
+        )
+        return True
+
     def _map_ndim(self, name: str, module: nn.Module, output: Tensor) -> int | None:
         dims = output.dim()
+        ndim = self.options.ndim
         where = f"layer {name!r} ({type(module).__name__})"
-        if self.ndim is None:
+        if ndim is None:
             if dims == 4:
                 return 2
             if dims == 3 and isinstance(module, ONE_D_LAYER_TYPES):
                 return 1
             if dims == 3:
-                self._notice(
+                self._skip(
                     name,
                     f"{where} returned a 3-D tensor of shape {tuple(output.shape)}, read as "
                     "tokens (N, L, D) without spatial order; it is skipped. Pass `ndim=1` to "
                     "treat 3-D outputs as (N, C, L) signals.",
                 )
                 return None
-        elif dims == self.ndim + 2:
-            return self.ndim
+        elif dims == ndim + 2:
+            return ndim
         expected = (
             "(N, C, H, W) or (N, C, L)"
-            if self.ndim is None
-            else ("(N, C, H, W)" if self.ndim == 2 else "(N, C, L)")
+            if ndim is None
+            else ("(N, C, H, W)" if ndim == 2 else "(N, C, L)")
         )
-        self._notice(
+        self._skip(
             name,
             f"{where} returned a tensor of shape {tuple(output.shape)}; expected {expected} "
             "feature maps; it is skipped.",
@@ -626,40 +389,62 @@ class SROPEngine:
         count = self._calls.get(name, 0)
         self._calls[name] = count + 1
         self._fired.add(name)
-        if count and self.repeated == "first":
+        repeated = self.options.repeated
+        if count and repeated == "first":
             return
-        key = f"{name}#{count}" if count and self.repeated == "separate" else name
+        key = f"{name}#{count}" if count and repeated == "separate" else name
         where = f"layer {name!r} ({type(module).__name__})"
         if not isinstance(output, Tensor):
-            self._notice(
+            self._skip(
                 name,
                 f"{where} returned a {type(output).__name__}, not a tensor; it is skipped "
                 "(hook the submodule that produces the feature maps instead).",
             )
             return
         if not output.is_floating_point():
-            self._notice(
+            self._skip(
                 name, f"{where} returned a {output.dtype} tensor, not floating point; skipped."
             )
             return
+        layout = "NCHW"
+        if output.dim() >= 3 and self._channels_last(name, module, output):
+            output = output.movedim(-1, 1)  # a view: spectral_rolloff takes any strides
+            layout = "NHWC"
         ndim = self._map_ndim(name, module, output)
         if ndim is None or output.shape[0] == 0:
             return
         map_shape = tuple(int(s) for s in output.shape[-ndim:])
         if all(s == 1 for s in map_shape):
-            self._notice(name, f"{where} returned 1 x 1 maps, which have no spectrum; skipped.")
+            self._skip(
+                name,
+                f"{where} returned 1 x 1 maps, which have no spectrum; skipped.",
+                quiet=self._by_default,
+            )
             return
+        downscale = self._downscaling(map_shape)
         scale = 1.0
-        if self.unit == "input":
-            downscale = self._downscaling(name, where, map_shape)
+        if self.options.unit == "input":
             if downscale is None:
-                return
+                raise RuntimeError(
+                    f"{self.owner}: `unit='input'` needs the input's spatial size, but none was "
+                    f"recorded before {where} ran (input shape: {self._input_shape}); call "
+                    "`set_input(x)` first."
+                )
             scale = 1.0 / downscale
         metric = self.metrics.get(key)
         if metric is None:
             metric = self._fresh_metric(key, ndim, scale, None, output.device)
             self.metrics[key] = metric
             self._device = output.device
+            if key not in self.meta:
+                self.meta[key] = LayerMeta(
+                    module_type=type(module).__name__,
+                    ndim=ndim,
+                    channels=math.prod(int(s) for s in output.shape[1:-ndim]),
+                    map_size=map_shape,
+                    downscale=downscale,
+                    layout=layout,
+                )
         elif metric.ndim != ndim:
             self._notice(
                 key,
@@ -698,26 +483,27 @@ class SROPEngine:
                 metric.scale = scale
                 return metric
             metric = SROPStatistics(
-                self.roll_percent,
+                self.options.roll_percent,
                 ndim=ndim,
-                keep_dc=self.keep_dc,
+                keep_dc=self.options.keep_dc,
                 scale=scale,
-                num_bins=self.num_bins,
+                num_bins=self.options.num_bins,
                 max_value=max_value,
                 sync_on_compute=self.sync,
             ).to(device)
         self._pool[key] = metric
         return metric
 
-    def _downscaling(self, name: str, where: str, map_shape: tuple[int, ...]) -> float | None:
+    def _downscaling(self, map_shape: tuple[int, ...]) -> float | None:
         shape = self._input_shape
         if shape is None or len(shape) < len(map_shape):
-            raise RuntimeError(
-                f"{self.owner}: `unit='input'` needs the input's spatial size, but none was "
-                f"recorded before {where} ran (input shape: {shape}); call `set_input(x)` first."
-            )
+            return None
         in_size = shape[-len(map_shape) :]
-        return math.sqrt(math.prod(in_size) / math.prod(map_shape))
+        return (
+            math.sqrt(math.prod(in_size) / math.prod(map_shape))
+            if len(map_shape) == 2
+            else (in_size[0] / map_shape[0])
+        )
 
     # ------------------------------------------------------------------ results
     def unfired(self) -> list[str]:
@@ -725,7 +511,7 @@ class SROPEngine:
         return [name for name, _ in self.layers if name not in self._fired]
 
     def reset(self) -> None:
-        """Forget all statistics (notices are kept per engine).
+        """Forget all statistics (notices and layer metadata are kept per engine).
 
         The metric objects are kept aside and reused, reset, when their layer runs again, so
         an epoch allocates nothing new on the device and memory stays the same across epochs.
@@ -742,13 +528,17 @@ class SROPEngine:
         world = torch.distributed.get_world_size()
         if world < 2:
             return
-        specs = [(k, m.ndim, m.max_value, m.scale) for k, m in self.metrics.items()]
+        specs = [
+            (k, m.ndim, m.max_value, m.scale, self.meta.get(k)) for k, m in self.metrics.items()
+        ]
         gathered: list[Any] = [None] * world
         torch.distributed.all_gather_object(gathered, specs)
         merged: dict[str, tuple[int, float, float]] = {}
         for rank_specs in gathered:
-            for key, ndim, max_value, scale in rank_specs:
+            for key, ndim, max_value, scale, meta in rank_specs:
                 known = merged.setdefault(key, (ndim, max_value, scale))
+                if meta is not None:
+                    self.meta.setdefault(key, meta)
                 if known[:2] != (ndim, max_value):
                     raise RuntimeError(
                         f"{self.owner}: layer {key!r} has {known[0]}-D maps with histogram range "
@@ -782,6 +572,6 @@ class SROPEngine:
         """
         self._merge_keys()
         return [
-            LayerReport.from_metric(key, metric, depth)
+            LayerReport.from_metric(key, metric, depth, meta=self.meta.get(key))
             for depth, (key, metric) in enumerate(self.metrics.items())
         ]

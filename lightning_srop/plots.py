@@ -15,13 +15,20 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from lightning_srop.report import LayerReport
+from lightning_srop.report import LayerReport, SROPReport
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["SAVE_DPI", "plot_layer_profile", "plot_srop_over_epochs", "save_figure"]
+__all__ = [
+    "SAVE_DPI",
+    "compare",
+    "plot_layer_profile",
+    "plot_reports",
+    "plot_srop_over_epochs",
+    "save_figure",
+]
 
 #: Resolution of :func:`save_figure` (sharp on screens and slides, files of ~100 kB).
 SAVE_DPI: Final[int] = 150
@@ -299,3 +306,151 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(target, format=fmt, dpi=SAVE_DPI)
     return target
+
+
+def _report_values(report: SROPReport, key: str, unit: str, where: str) -> dict[str, float]:
+    """``{layer: statistic}`` of one report in the requested unit."""
+    measured_in = report.options.get("unit", "layer")
+    out: dict[str, float] = {}
+    for layer in report.layers:
+        value = _stat(layer, key)
+        if unit != measured_in:
+            down = layer.meta.downscale if layer.meta is not None else None
+            if down is None or unit == "layer":
+                raise ValueError(
+                    f"{where}: cannot show layer {layer.name!r} in unit={unit!r}: it was measured "
+                    f"in unit={measured_in!r}"
+                    + ("" if unit == "layer" else " and its downscaling is unknown")
+                    + "."
+                )
+            value = value / down
+        out[layer.name] = value
+    return out
+
+
+def plot_reports(
+    reports: Sequence[SROPReport],
+    *,
+    labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+    log: bool = False,
+    unit: str = "layer",
+    quartiles: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Mean SROP per layer against depth for one or more reports, aligned by layer name.
+
+    The x-axis holds every layer of every report, in forward order (the first report that has
+    a layer places it; layers only later reports have follow their predecessor). Each report
+    is one line (mean, markers) with its 25–75 % band, so the paper's Figure 5 (randomized,
+    trained, anti-aliased and "ds" curves) is one call.
+
+    Args:
+        reports: the reports to draw.
+        labels: legend labels; default each report's ``label``, else ``model``, else its index.
+        ax: draw into these axes (the figure is ``ax.figure``); default a new figure.
+        log: log-scale y-axis (the paper's "log SROP per layer").
+        unit: ``"layer"`` (cycles per pixel of each layer's grid) or ``"input"`` (per input
+            pixel; layers measured in layer units are divided by their downscaling).
+        quartiles: draw the interquartile bands.
+        title: axes title.
+
+    Returns:
+        The figure drawn into.
+
+    Raises:
+        ValueError: no report, a label count that does not match, or an impossible unit.
+    """
+    where = "plot_reports"
+    if len(reports) == 0:
+        raise ValueError(f"{where}: expected at least one report, got none.")
+    if labels is not None and len(labels) != len(reports):
+        raise ValueError(
+            f"{where}: expected one label per report ({len(reports)}), got {len(labels)}."
+        )
+    if unit not in ("layer", "input"):
+        raise ValueError(f"{where}: expected `unit` to be one of 'layer', 'input'; got {unit!r}.")
+    names = _aligned_names(reports)
+    if labels is None:
+        labels = [r.label or r.model or f"report {i}" for i, r in enumerate(reports)]
+    if ax is None:
+        longest = max((len(n) for n in names), default=1)
+        width = float(np.clip(2.5 + 0.38 * len(names), 6.0, 24.0))
+        figure = _new_figure(width, 4.4 + min(0.06 * longest, 2.5))
+        ax = figure.add_subplot()
+    else:
+        figure = ax.figure  # type: ignore[assignment]
+    x = np.arange(len(names), dtype=np.float64)
+    colors = _layer_colors(len(reports))
+    for report, label, color in zip(reports, labels, colors, strict=True):
+        mean = _report_values(report, "mean", unit, where)
+        y = np.array([mean.get(n, math.nan) for n in names])
+        if quartiles:
+            q25 = _report_values(report, "q25", unit, where)
+            q75 = _report_values(report, "q75", unit, where)
+            lo = np.array([q25.get(n, math.nan) for n in names])
+            hi = np.array([q75.get(n, math.nan) for n in names])
+            band = np.isfinite(lo) & np.isfinite(hi)
+            ax.fill_between(x, lo, hi, where=band, color=color, alpha=0.15, linewidth=0)
+        ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, color=color, label=str(label))
+    ax.set_xticks(x, names)
+    ax.tick_params(axis="x", labelrotation=60 if len(names) > 6 else 0)
+    if len(names) > 6:
+        for tick in ax.get_xticklabels():
+            tick.set_horizontalalignment("right")
+            tick.set_rotation_mode("anchor")
+    ax.set_xlim(-0.5, len(names) - 0.5)
+    if log:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0.0)
+    ax.set_xlabel("layer (forward order)")
+    per = "input pixel" if unit == "input" else "pixel"
+    ax.set_ylabel(f"{'log ' if log else ''}mean SROP (cycles / {per})")
+    ax.set_title("SROP per layer" if title is None else title)
+    ax.grid(axis="y", alpha=0.3)
+    if len(reports) > 1 or quartiles:
+        ax.legend(loc="best", fontsize="small")
+    return figure
+
+
+def _aligned_names(reports: Sequence[SROPReport]) -> list[str]:
+    """Every layer name, in forward order; a layer only a later report has follows its
+    predecessor in that report."""
+    names: list[str] = []
+    for report in reports:
+        position = 0
+        for layer in sorted(report.layers, key=lambda r: r.depth):
+            if layer.name in names:
+                position = names.index(layer.name) + 1
+            else:
+                names.insert(position, layer.name)
+                position += 1
+    return names
+
+
+def compare(
+    reports: Sequence[SROPReport | str | os.PathLike[str]],
+    labels: Sequence[str] | None = None,
+    *,
+    log: bool = False,
+    unit: str = "layer",
+    quartiles: bool = True,
+    title: str | None = None,
+) -> Figure:
+    """Several reports (or saved report JSON files) on one figure; see :func:`plot_reports`.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from lightning_srop import profile
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.MaxPool2d(2))
+        >>> x = torch.randn(4, 1, 16, 16)
+        >>> fig = compare([profile(net, x), profile(net, x.cumsum(-1))], ["noise", "smooth"])
+        >>> [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        ['noise', 'smooth']
+    """
+    loaded = [r if isinstance(r, SROPReport) else SROPReport.from_json(r) for r in reports]
+    return plot_reports(loaded, labels=labels, log=log, unit=unit, quartiles=quartiles, title=title)

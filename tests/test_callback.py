@@ -24,8 +24,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_srop import SROPCallback
-from lightning_srop.engine import SROPWarning
+from lightning_srop import SROPCallback, SROPWarning
 
 LAYERS = [
     "features.0",
@@ -603,12 +602,31 @@ def test_pytorch_lightning_trainer_accepts_the_callback(tmp_path: Path) -> None:
         ({"layers": 5}, TypeError, r"`layers`.*got int 5"),
         ({"layers": "conv("}, ValueError, r"`layers`='conv\(' is not a valid regular expression"),
         ({"layers": [1, 2]}, TypeError, r"`layers` to be a non-empty list of layer names"),
+        (
+            {"layout": "NWHC"},
+            ValueError,
+            r"`layout` to be one of 'auto', 'NCHW', 'NHWC'; got 'NWHC'",
+        ),
+        ({"layout": {"a": "HW"}}, ValueError, r"`layout\['a'\]` to be one of 'auto', 'NCHW'"),
         ({"layers": []}, TypeError, r"`layers` to be a non-empty list"),
-        ({"num_batches": 0}, ValueError, r"`num_batches` to be None or an int >= 1; got 0"),
+        (
+            {"num_batches": 0},
+            ValueError,
+            r"`num_batches` to be None \(all batches\) or an int >= 1; got 0",
+        ),
         ({"num_batches": 1.5}, ValueError, r"`num_batches`.*got 1.5"),
         ({"every_n_epochs": 0}, ValueError, r"`every_n_epochs` to be an int >= 1; got 0"),
         ({"sample": "all"}, ValueError, r"`sample` to be one of 'first', 'random'; got 'all'"),
-        ({"seed": "x"}, TypeError, r"`seed` to be an int; got 'x'"),
+        (
+            {"seed": "x"},
+            TypeError,
+            r"`seed` to be an int in \[-9223372036854775808, 18446744073709551615\]; got 'x'",
+        ),
+        (
+            {"seed": 2**64},
+            ValueError,
+            r"`seed` to be an int in \[.*, 18446744073709551615\]; got 18446744073709551616",
+        ),
         ({"roll_percent": 1.5}, ValueError, r"`roll_percent` in \(0, 1\], got 1.5"),
         ({"roll_percent": "a"}, TypeError, r"`roll_percent` to be a float"),
         ({"keep_dc": 1}, TypeError, r"`keep_dc` to be a bool, got 1"),

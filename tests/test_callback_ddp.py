@@ -93,7 +93,11 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     )
     trainer.validate(model, DataLoader(dataset(), batch_size=4), verbose=False)
     # profile() on one rank only, with the process group still up: local, no collective to hang
-    local = profile(model, dataset().tensors[0][:4], layers=["features.0"]) if rank == 0 else {}
+    local = (
+        profile(model, dataset().tensors[0][:4], layers=["features.0"]).as_dict()
+        if rank == 0
+        else {}
+    )
     torch.save(
         {
             "stats": {r.name: r.stats for r in cb.last_reports},

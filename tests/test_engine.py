@@ -12,7 +12,8 @@ from _srop_reference import srop_reference as np_srop_2d
 from _srop_reference import srop_reference_1d as np_srop_1d
 from torch import Tensor, nn
 
-from lightning_srop.engine import SROPEngine, SROPWarning, clean_name, resolve_layers
+from lightning_srop import SROPEngine, SROPWarning
+from lightning_srop.layers import clean_name, resolve_layers
 
 # ------------------------------------------------------------------------------------------
 # The test's own capture (references: tests/_srop_reference.py, float64 NumPy)
@@ -66,7 +67,8 @@ class Mixed(nn.Module):
 
 def test_layer_choices() -> None:
     net = Mixed()
-    assert [n for n, _ in resolve_layers(net)] == ["conv", "pool", "conv2", "gap", "seq"]
+    # the default takes the 2-D layers of a 2-D network (not its Conv1d branch)
+    assert [n for n, _ in resolve_layers(net)] == ["conv", "pool", "conv2", "gap"]
     assert [n for n, _ in resolve_layers(net, r"^conv")] == ["conv", "conv2"]
     assert [n for n, _ in resolve_layers(net, ["conv2", "relu", "conv2"])] == ["relu", "conv2"]
     assert [n for n, _ in resolve_layers(net, nn.Linear)] == ["fc"]
@@ -238,12 +240,12 @@ def test_hooks_only_while_attached_and_removed_on_error() -> None:
     assert hooks_left(net) == 0
     engine.attach()
     engine.attach()  # idempotent
-    assert hooks_left(net) == engine.num_hooks == 5
+    assert hooks_left(net) == engine.num_hooks == 4
     engine.detach()
     engine.detach()
     assert hooks_left(net) == 0
     with pytest.raises(ValueError, match="bad batch"), engine.capture():
-        assert hooks_left(net) == 5
+        assert hooks_left(net) == 4
         raise ValueError("bad batch")
     assert hooks_left(net) == 0 and not engine.attached
 

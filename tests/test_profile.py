@@ -62,7 +62,7 @@ def test_profile_values_order_and_batch_forms() -> None:
         DataLoader(TensorDataset(torch.cat(xs), torch.cat(ys)), batch_size=2),
         xs,
     ):
-        out = profile(model, data)
+        out = profile(model, data).as_dict()
         assert list(out) == ["early", "pool", "late"]  # forward order, not registration order
         for name in out:
             ref = reference(model, xs, name)
@@ -76,10 +76,12 @@ def test_single_tensor_num_batches_stats_and_units() -> None:
     torch.manual_seed(1)
     model = Net()
     xs = [torch.randn(2, 3, 16, 16) for _ in range(4)]
-    out = profile(model, xs, num_batches=2, layers=["pool"], stats=["mean", "count"], unit="input")
+    out = profile(model, xs, num_batches=2, layers=["pool"], unit="input").as_dict(
+        ["mean", "count"]
+    )
     ref = reference(model, xs[:2], "pool")
     assert out == {"pool": {"mean": pytest.approx(ref.mean() / 2, rel=1e-6), "count": ref.size}}
-    one = profile(model, xs[0], layers="^early$", stats=("median",))
+    one = profile(model, xs[0], layers="^early$").as_dict(("median",))
     assert list(one) == ["early"] and set(one["early"]) == {"median"}
     reports = profile_reports(model, xs[0], layers=nn.Conv2d)
     assert [(r.name, r.depth) for r in reports] == [("early", 0), ("late", 1)]
@@ -106,7 +108,9 @@ def test_model_mode_and_state_restored_and_no_hooks_left() -> None:
 def test_package_attribute_is_callable_after_submodule_import() -> None:
     import lightning_srop.profile
 
-    out = lightning_srop.profile(Net(), torch.randn(2, 3, 8, 8), layers=["early"], stats=["count"])
+    out = lightning_srop.profile(Net(), torch.randn(2, 3, 8, 8), layers=["early"]).as_dict(
+        ["count"]
+    )
     assert out == {"early": {"count": 8.0}}
 
 
@@ -130,7 +134,7 @@ def test_package_attribute_is_callable_after_submodule_import() -> None:
             ValueError,
             r"unknown statistic\(s\) \['avg'\]; valid choices: mean",
         ),
-        ({"stats": "mean"}, TypeError, r"`stats` to be a sequence of statistic names"),
+        ({"stats": "mean"}, ValueError, r"`stats` to be a non-empty sequence of statistic names"),
         ({"unit": "px"}, ValueError, r"`unit` to be one of 'layer', 'input'; got 'px'"),
         ({"layers": ["erly"]}, ValueError, r"unknown layer 'erly' \(close valid names: 'early'"),
         ({"model": "net"}, TypeError, r"`model` to be a torch.nn.Module, got str"),

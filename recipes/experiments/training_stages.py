@@ -57,8 +57,8 @@ LAYERS: tuple[str, ...] = (
 def _profile(model: torch.nn.Module, x: Tensor) -> dict[str, float]:
     from lightning_srop import profile
 
-    stats = profile(model, x, layers=list(LAYERS))
-    return {name: float(stats[name]["mean"]) for name in LAYERS}
+    report = profile(model, x, layers=list(LAYERS))
+    return {name: report[name].stats["mean"] for name in LAYERS}
 
 
 class StageRecorder(pl.Callback):

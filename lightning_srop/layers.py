@@ -1,0 +1,439 @@
+"""Layer choice: which modules of a model are measured, under which clean names.
+
+- **Layer choice** (``layers=``):
+
+  * ``None`` picks the layers whose outputs are spatial maps *for the model at hand*: in a
+    model that holds any 2-D convolution or pooling layer, every 2-D convolution and
+    pooling/downscaling layer (:data:`DEFAULT_LAYER_TYPES_2D`); in a model without any, every
+    1-D convolution and pooling layer (:data:`DEFAULT_LAYER_TYPES_1D`). So an ECA block's
+    ``Conv1d`` over a pooled channel vector in a 2-D network is not measured unless named.
+  * a string is a regular expression matched with :func:`re.search` against clean qualified
+    names (anchor it with ``^...$`` for exact names), **unless** it is the dotted path of a
+    module class that can be imported (``"torch.nn.Conv2d"``, ``"timm.layers.BlurPool2d"``):
+    then it selects by ``isinstance``. This is how a type is chosen from a LightningCLI YAML
+    file or the command line.
+  * a list/tuple of strings names layers exactly (unknown names raise an error listing close
+    valid names); items that are dotted class paths (or module types) select by type, and the
+    union is measured.
+  * a module type or a tuple of types selects by ``isinstance``.
+  * a callable ``(name, module) -> bool`` selects what it returns true for.
+
+- **Names** are qualified names in the root module with wrapper components removed:
+  ``_orig_mod`` (``torch.compile``), ``_fsdp_wrapped_module``, ``_forward_module``,
+  ``_checkpoint_wrapped_module`` anywhere, and ``module`` where its parent is a
+  (Distributed)DataParallel wrapper. Wrapper modules themselves are never selected.
+
+- **TorchScript**: the submodules of a ``torch.jit.script``'ed module run inside TorchScript,
+  which never calls Python hooks, and a scripted module refuses hooks itself. They are never
+  chosen by default; naming one gives a notice that it cannot be measured (hook the module
+  that calls the scripted one, or measure the unscripted model). Traced modules take hooks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeAlias
+
+from torch import nn
+
+__all__ = [
+    "DEFAULT_LAYER_TYPES",
+    "DEFAULT_LAYER_TYPES_1D",
+    "DEFAULT_LAYER_TYPES_2D",
+    "ONE_D_LAYER_TYPES",
+    "WRAPPER_NAMES",
+    "LayerChoice",
+    "ResolvedLayers",
+    "check_layer_choice",
+    "clean_name",
+    "is_scripted",
+    "normalize_layer_choice",
+    "resolve_layers",
+    "select_layers",
+]
+
+#: Module types selected by ``layers=None`` in a model that has any of them.
+DEFAULT_LAYER_TYPES_2D: Final[tuple[type[nn.Module], ...]] = (
+    nn.Conv2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.LPPool2d,
+    nn.FractionalMaxPool2d,
+    nn.PixelUnshuffle,
+)
+
+#: Module types selected by ``layers=None`` in a model without any 2-D default type.
+DEFAULT_LAYER_TYPES_1D: Final[tuple[type[nn.Module], ...]] = (
+    nn.Conv1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.LPPool1d,
+)
+
+#: Every module type ``layers=None`` can select (2-D and 1-D).
+DEFAULT_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
+    *DEFAULT_LAYER_TYPES_2D,
+    *DEFAULT_LAYER_TYPES_1D,
+)
+
+#: Module types whose 3-D outputs are ``(N, C, L)`` signals (auto-detected as 1-D).
+ONE_D_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
+    nn.Conv1d,
+    nn.ConvTranspose1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.LPPool1d,
+    nn.BatchNorm1d,
+    nn.InstanceNorm1d,
+    nn.Upsample,
+)
+
+#: Name components removed from qualified names wherever they appear.
+WRAPPER_NAMES: Final[tuple[str, ...]] = (
+    "_orig_mod",
+    "_fsdp_wrapped_module",
+    "_forward_module",
+    "_checkpoint_wrapped_module",
+)
+
+# Classes whose child ``module`` is the wrapped model, and wrapper classes never selected.
+_MODULE_WRAPPERS: Final[frozenset[str]] = frozenset({"DistributedDataParallel", "DataParallel"})
+_WRAPPER_CLASSES: Final[frozenset[str]] = frozenset(
+    {
+        "OptimizedModule",
+        "DistributedDataParallel",
+        "DataParallel",
+        "FullyShardedDataParallel",
+        "CheckpointWrapper",
+        "_LightningModuleWrapperBase",
+        "_FabricModule",
+    }
+)
+
+# A dotted path whose last component is a class name: "torch.nn.Conv2d".
+_CLASS_PATH: Final[re.Pattern[str]] = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\.[A-Z]\w*")
+
+#: What ``layers=`` accepts.
+LayerChoice: TypeAlias = (
+    str
+    | Sequence[str]
+    | type[nn.Module]
+    | tuple[type[nn.Module], ...]
+    | Callable[[str, nn.Module], bool]
+    | None
+)
+
+
+def is_scripted(module: nn.Module) -> bool:
+    """Whether ``module`` is TorchScript compiled by ``torch.jit.script`` (hooks never run).
+
+    Traced modules (``torch.jit.trace``) are called from Python and take hooks: not scripted.
+    """
+    return type(module).__name__ == "RecursiveScriptModule"
+
+
+def _child(parent: nn.Module | None, part: str) -> nn.Module | None:
+    # ``_modules`` is a dict, or TorchScript's OrderedModuleDict (no ``.get``).
+    if parent is None:
+        return None
+    modules = parent._modules
+    return modules[part] if part in modules else None  # noqa: SIM401
+
+
+def clean_name(root: nn.Module, raw_name: str) -> str:
+    """The qualified name ``raw_name`` of a submodule of ``root`` without wrapper components.
+
+    Examples:
+        >>> from torch import nn
+        >>> net = nn.DataParallel(nn.Sequential(nn.Conv2d(1, 2, 3)))
+        >>> clean_name(net, "module.0")
+        '0'
+        >>> wrapped = nn.Module()
+        >>> wrapped.add_module("_orig_mod", nn.Sequential(nn.Conv2d(1, 2, 3)))
+        >>> clean_name(wrapped, "_orig_mod.0")
+        '0'
+    """
+    if not raw_name:
+        return ""
+    parent: nn.Module | None = root
+    kept: list[str] = []
+    for part in raw_name.split("."):
+        is_wrapper = part in WRAPPER_NAMES or (
+            part == "module" and parent is not None and type(parent).__name__ in _MODULE_WRAPPERS
+        )
+        if not is_wrapper:
+            kept.append(part)
+        parent = _child(parent, part)
+    return ".".join(kept)
+
+
+@dataclass(frozen=True)
+class _Named:
+    name: str  # clean
+    raw: str
+    module: nn.Module
+    scripted_in: str | None  # the clean name of the scripted module it lies in (or is)
+
+
+def _named_layers(root: nn.Module) -> list[_Named]:
+    """Every non-wrapper submodule, in registration order."""
+    out: list[_Named] = []
+    seen: set[str] = set()
+    scripted_roots: list[tuple[str, str]] = []  # (raw prefix, clean name)
+    for raw, module in root.named_modules():
+        if not raw or type(module).__name__ in _WRAPPER_CLASSES:
+            continue
+        name = clean_name(root, raw)
+        if not name or name in seen:
+            name = raw  # a name that only wrappers told apart: keep the raw one
+        seen.add(name)
+        inside = next((c for r, c in scripted_roots if raw.startswith(r + ".")), None)
+        if inside is None and is_scripted(module):
+            scripted_roots.append((raw, name))
+            inside = name
+        out.append(_Named(name, raw, module, inside))
+    return out
+
+
+def _close_names(name: str, valid: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=5, cutoff=0.5)
+    if close:
+        return "close valid names: " + ", ".join(repr(c) for c in close)
+    shown = ", ".join(repr(v) for v in valid[:10])
+    more = f", ... ({len(valid)} in all)" if len(valid) > 10 else ""
+    return f"valid names: {shown}{more}" if valid else "the model has no submodules"
+
+
+def _is_module_type(value: object) -> bool:
+    return isinstance(value, type) and issubclass(value, nn.Module)
+
+
+def _import_module_type(path: str) -> type[nn.Module] | str | None:
+    """The module class at dotted ``path``; ``None`` if it does not look like a class path;
+    the reason as a ``str`` if it looks like one but cannot be imported as a module class."""
+    if not _CLASS_PATH.fullmatch(path):
+        return None
+    module_name, _, attr = path.rpartition(".")
+    try:
+        value = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        return f"{type(err).__name__}: {err}"
+    if _is_module_type(value):
+        return value  # type: ignore[no-any-return]
+    return f"{path} is a {type(value).__name__}, not a torch.nn.Module subclass"
+
+
+def normalize_layer_choice(layers: object, owner: str) -> LayerChoice:
+    """Check a layer choice without a model and turn importable class paths into types.
+
+    Returns the choice to store: strings that are dotted paths of module classes become the
+    class; lists mixing names and class paths keep names as ``str`` and classes as types.
+
+    Raises:
+        TypeError: the choice has an unsupported type.
+        ValueError: a regular expression does not compile.
+
+    Examples:
+        >>> from torch import nn
+        >>> normalize_layer_choice("torch.nn.Conv2d", "demo") is nn.Conv2d
+        True
+        >>> normalize_layer_choice(["features.0", "torch.nn.MaxPool2d"], "demo")
+        ('features.0', <class 'torch.nn.modules.pooling.MaxPool2d'>)
+        >>> normalize_layer_choice(r"^features\\.\\d+$", "demo")
+        '^features\\\\.\\\\d+$'
+    """
+    arg = f"{owner}: `layers`"
+    if layers is None or _is_module_type(layers):
+        return layers  # type: ignore[return-value]
+    if isinstance(layers, str):
+        found = _import_module_type(layers)
+        if isinstance(found, type):
+            return found
+        try:
+            re.compile(layers)
+        except re.error as err:
+            raise ValueError(f"{arg}={layers!r} is not a valid regular expression: {err}.") from err
+        return layers
+    if isinstance(layers, (list, tuple)):
+        items: list[str | type[nn.Module]] = []
+        for item in layers:
+            if _is_module_type(item):
+                items.append(item)
+            elif isinstance(item, str):
+                found = _import_module_type(item)
+                items.append(found if isinstance(found, type) else item)
+            else:
+                items = []
+                break
+        if not items:
+            raise TypeError(
+                f"{owner}: expected `layers` to be a non-empty list of layer names (str) or module types "
+                f"(classes or dotted class paths such as 'torch.nn.Conv2d'), got {layers!r}."
+            )
+        return tuple(items)  # type: ignore[return-value]
+    if callable(layers):
+        return layers  # type: ignore[return-value]
+    raise TypeError(
+        f"{arg}: expected None, a regular expression (str), a dotted module class path "
+        "(str, e.g. 'torch.nn.Conv2d'), a list of layer names, a module type, a tuple of module "
+        f"types or a callable (name, module) -> bool; got {type(layers).__name__} {layers!r}."
+    )
+
+
+def check_layer_choice(layers: object, owner: str) -> None:
+    """Check the type of a layer choice (and compile a regex) without a model."""
+    normalize_layer_choice(layers, owner)
+
+
+@dataclass(frozen=True)
+class ResolvedLayers:
+    """The outcome of a layer choice on one model.
+
+    Attributes:
+        layers: ``(clean name, module)`` pairs to hook, in registration order.
+        scripted: clean names the choice selected that lie inside TorchScript (not hookable).
+        by_default: whether the choice was ``None`` (the default): skips are quiet then.
+    """
+
+    layers: list[tuple[str, nn.Module]]
+    scripted: list[str]
+    by_default: bool
+
+
+def select_layers(
+    model: nn.Module, layers: LayerChoice = None, *, owner: str = "resolve_layers"
+) -> ResolvedLayers:
+    """Resolve a layer choice on ``model``; see the module docstring for the rules.
+
+    Raises:
+        TypeError: ``layers`` has an unsupported type.
+        ValueError: a name is unknown (close valid names are listed), the regular expression is
+            invalid, or the choice selects no layer that can be hooked.
+    """
+    layers = normalize_layer_choice(layers, owner)
+    named = _named_layers(model)
+    valid = [n.name for n in named if n.scripted_in is None or n.scripted_in == n.name]
+    arg = f"{owner}: `layers`"
+    by_default = layers is None
+    chosen: list[_Named]
+    if layers is None:
+        plain = [n for n in named if n.scripted_in is None]
+        chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES_2D)]
+        if not chosen:
+            chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES_1D)]
+        if not chosen:
+            kinds = ", ".join(t.__name__ for t in DEFAULT_LAYER_TYPES[:6])
+            raise ValueError(
+                f"{arg}=None selects every convolution and pooling layer ({kinds}, ...), but "
+                f"{type(model).__name__} has none; pass `layers=` (names, a regex, module "
+                f"types or a callable). {_close_names('', valid).capitalize()}."
+            )
+    elif isinstance(layers, str):
+        pattern = re.compile(layers)
+        chosen = [n for n in named if pattern.search(n.name) or pattern.search(n.raw)]
+        if not chosen:
+            hint = ""
+            reason = _import_module_type(layers)
+            if isinstance(reason, str):
+                hint = f" It looks like a module class path, but it cannot be imported ({reason})."
+            raise ValueError(
+                f"{arg}={layers!r} (a regular expression, matched with re.search) matches no "
+                f"layer; {_close_names(layers, valid)}.{hint}"
+            )
+    elif _is_module_type(layers) or (
+        isinstance(layers, tuple) and layers and all(_is_module_type(t) for t in layers)
+    ):
+        types = layers if isinstance(layers, tuple) else (layers,)
+        chosen = [n for n in named if isinstance(n.module, types)]  # type: ignore[arg-type]
+        if not chosen:
+            names = ", ".join(t.__name__ for t in types)  # type: ignore[union-attr]
+            present = sorted({type(n.module).__name__ for n in named})
+            raise ValueError(
+                f"{arg} selects modules of type {names}, but the model has none; "
+                f"module types present: {', '.join(present) or 'none'}."
+            )
+    elif isinstance(layers, tuple):
+        chosen = _by_names_and_types(named, valid, layers, arg)
+    else:  # a callable (normalize_layer_choice rejected everything else)
+        chosen = [n for n in named if layers(n.name, n.module)]  # type: ignore[operator]
+        if not chosen:
+            raise ValueError(
+                f"{arg}: the callable {getattr(layers, '__name__', layers)!r} selects no layer "
+                f"(it returned false for all {len(named)} submodules)."
+            )
+    hookable = [(n.name, n.module) for n in chosen if n.scripted_in is None]
+    scripted = [n.name for n in chosen if n.scripted_in is not None]
+    if not hookable:
+        where = sorted({n.scripted_in for n in chosen if n.scripted_in is not None})
+        raise ValueError(
+            f"{arg}: every chosen layer ({', '.join(map(repr, scripted))}) is, or lies inside, "
+            f"a torch.jit.script'ed module ({', '.join(map(repr, where))}), whose TorchScript "
+            "code never runs Python forward hooks; choose a module that calls it, or measure "
+            "the model before scripting."
+        )
+    return ResolvedLayers(hookable, scripted, by_default)
+
+
+def _by_names_and_types(
+    named: list[_Named], valid: list[str], items: tuple[object, ...], arg: str
+) -> list[_Named]:
+    wanted = [x for x in items if isinstance(x, str)]
+    types = tuple(x for x in items if isinstance(x, type))
+    by_name = {n.name: n for n in named}
+    by_name.update({n.raw: n for n in named})
+    unknown = [x for x in wanted if x not in by_name]
+    if unknown:
+        details = "; ".join(f"{u!r} ({_close_names(u, valid)})" for u in unknown)
+        word = "layer" if len(unknown) == 1 else "layers"
+        raise ValueError(f"{arg} names unknown {word} {details}.")
+    picked = {id(by_name[x]) for x in wanted}
+    chosen = [n for n in named if id(n) in picked or (types and isinstance(n.module, types))]
+    if not chosen:
+        names = ", ".join(t.__name__ for t in types)
+        raise ValueError(f"{arg} selects modules of type {names}, but the model has none.")
+    return chosen
+
+
+def resolve_layers(
+    model: nn.Module, layers: LayerChoice = None, *, owner: str = "resolve_layers"
+) -> list[tuple[str, nn.Module]]:
+    """Resolve a layer choice to ``(clean name, module)`` pairs in registration order.
+
+    Args:
+        model: the root module; names are qualified names in it.
+        layers: the choice; see the module docstring.
+        owner: who asks, for error messages (e.g. ``"SROPCallback"``).
+
+    Returns:
+        The selected layers that can be hooked, at least one.
+
+    Raises:
+        TypeError: ``layers`` has an unsupported type.
+        ValueError: a name is unknown (close valid names are listed), the regular expression is
+            invalid, or the choice selects no layer.
+
+    Examples:
+        >>> from torch import nn
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten())
+        >>> [name for name, _ in resolve_layers(net)]
+        ['0', '2']
+        >>> [name for name, _ in resolve_layers(net, nn.ReLU)]
+        ['1']
+        >>> [name for name, _ in resolve_layers(net, "torch.nn.MaxPool2d")]
+        ['2']
+        >>> resolve_layers(net, ["3", "conv"])
+        Traceback (most recent call last):
+        ...
+        ValueError: resolve_layers: `layers` names unknown layer 'conv' (valid names: ...).
+    """
+    return select_layers(model, layers, owner=owner).layers

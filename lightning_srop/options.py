@@ -1,0 +1,257 @@
+"""One frozen, validated options object for every driver of the engine.
+
+:class:`SROPOptions` holds what decides *what is measured and how*: the layer choice, the SROP
+definition (``roll_percent``, ``keep_dc``, ``ndim``), units, map layout, repeated calls,
+histogram bins, compiled models, which statistics are reported and how many batches are
+measured. :class:`~lightning_srop.callback.SROPCallback`, :func:`~lightning_srop.profile.profile`
+and the command line build one; :class:`~lightning_srop.engine.SROPEngine` takes it. Every
+option is checked here, once, with errors that name the argument and list the valid choices.
+
+Each choice set is defined once, as a ``Literal`` and the tuple of its values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, Literal, TypeAlias, get_args
+
+from lightning_srop.functional.spectral_rolloff import _check_options
+from lightning_srop.layers import LayerChoice, normalize_layer_choice
+from lightning_srop.statistics import STATISTICS
+
+__all__ = [
+    "COMPILED_CHOICES",
+    "LAYOUT_CHOICES",
+    "REPEATED_CHOICES",
+    "UNIT_CHOICES",
+    "Compiled",
+    "Layout",
+    "Repeated",
+    "SROPOptions",
+    "Unit",
+    "check_bool",
+    "check_choice",
+    "check_int",
+]
+
+Unit: TypeAlias = Literal["layer", "input"]
+Repeated: TypeAlias = Literal["separate", "merge", "first"]
+Compiled: TypeAlias = Literal["eager", "error"]
+Layout: TypeAlias = Literal["auto", "NCHW", "NHWC"]
+
+#: Values of ``unit=``: cycles per pixel of the layer's grid, or per input pixel.
+UNIT_CHOICES: Final[tuple[str, ...]] = get_args(Unit)
+#: Values of ``repeated=``: how a module called several times per batch counts.
+REPEATED_CHOICES: Final[tuple[str, ...]] = get_args(Repeated)
+#: Values of ``compiled=``: run compiled code eagerly while measuring, or refuse it.
+COMPILED_CHOICES: Final[tuple[str, ...]] = get_args(Compiled)
+#: Values of ``layout=``: where the channels of a 4-D output are.
+LAYOUT_CHOICES: Final[tuple[str, ...]] = get_args(Layout)
+
+
+def check_choice(value: object, choices: Sequence[str], argument: str, owner: str) -> None:
+    """Raise ``ValueError`` naming ``argument`` unless ``value`` is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{owner}: expected `{argument}` to be one of {', '.join(map(repr, choices))}; "
+            f"got {value!r}."
+        )
+
+
+def check_int(
+    value: object,
+    argument: str,
+    owner: str,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    none_means: str | None = None,
+) -> int:
+    """An ``int`` (numpy integers too) in ``[minimum, maximum]``, else an error naming ``argument``.
+
+    ``none_means`` is what ``None`` means where the caller accepts it (only for the message,
+    e.g. ``"all batches"``; the caller handles ``None`` itself).
+    """
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        number = int(value)
+        if number >= minimum and (maximum is None or number <= maximum):
+            return number
+    none = f"None ({none_means}) or " if none_means is not None else ""
+    bound = f"an int >= {minimum}" if maximum is None else f"an int in [{minimum}, {maximum}]"
+    numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    error = ValueError if numeric else TypeError
+    raise error(f"{owner}: expected `{argument}` to be {none}{bound}; got {value!r}.")
+
+
+def check_bool(value: object, argument: str, owner: str) -> bool:
+    """A ``bool`` (numpy bools too), else ``TypeError`` naming ``argument``."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        return bool(value)
+    raise TypeError(f"{owner}: expected `{argument}` to be a bool; got {value!r}.")
+
+
+def _check_stats(stats: object, owner: str) -> tuple[str, ...]:
+    if (
+        isinstance(stats, str)
+        or not isinstance(stats, Sequence)
+        or not stats
+        or not all(isinstance(s, str) for s in stats)
+    ):
+        raise ValueError(
+            f"{owner}: expected `stats` to be a non-empty sequence of statistic names, e.g. "
+            f"('mean', 'median'); got {stats!r}. Valid choices: {', '.join(STATISTICS)}."
+        )
+    unknown = [s for s in stats if s not in STATISTICS]
+    if unknown:
+        raise ValueError(
+            f"{owner}: `stats` has unknown statistic(s) {unknown!r}; valid choices: "
+            f"{', '.join(STATISTICS)}."
+        )
+    return tuple(dict.fromkeys(stats))
+
+
+def _check_layout(layout: object, owner: str) -> Layout | Mapping[str, Layout]:
+    if isinstance(layout, Mapping):
+        for name, value in layout.items():
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"{owner}: expected the keys of `layout` to be layer names (str); got {name!r}."
+                )
+            check_choice(value, LAYOUT_CHOICES, f"layout[{name!r}]", owner)
+        return dict(layout)
+    check_choice(layout, LAYOUT_CHOICES, "layout", owner)
+    return layout  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True)
+class SROPOptions:
+    """What is measured and how: one validated set, shared by the callback, ``profile`` and the CLI.
+
+    Args:
+        layers: which layers: ``None`` (the spatial convolution and pooling layers of the
+            model, see :mod:`lightning_srop.layers`), a regular expression over qualified
+            names, a dotted module class path (``"torch.nn.Conv2d"``), a list of names (and
+            class paths), a module type or tuple of types, or a callable
+            ``(name, module) -> bool``.
+        num_batches: batches measured (per validation epoch for the callback); ``None`` = all.
+        roll_percent: share of spectral energy below the roll-off, in (0, 1].
+        keep_dc: keep the DC bin (the map's mean) in the energy.
+        ndim: ``None`` auto-detects 2-D ``(N, C, H, W)`` and 1-D ``(N, C, L)`` outputs; 1 or 2
+            forces it (``ndim=1`` also takes 3-D outputs of any module, e.g. tokens).
+        unit: ``"layer"`` (cycles per pixel of the layer's grid) or ``"input"`` (cycles per
+            input pixel: the SROP divided by the layer's total downscaling).
+        layout: where a 4-D output keeps its channels: ``"NCHW"``, ``"NHWC"`` (Swin-style
+            stages, ``LayerNorm``/``Linear`` applied to ``(N, H, W, C)`` tensors), or
+            ``"auto"`` (NCHW, except a ``LayerNorm`` or ``Linear`` whose output's last dim is
+            its feature size and whose dim 1 is not, which is read as NHWC). A mapping
+            ``{layer name: layout}`` sets it per layer (others ``"auto"``).
+        stats: statistics reported as scalars, any of
+            :data:`~lightning_srop.statistics.STATISTICS`.
+        repeated: a module called several times per batch: ``"separate"`` (keys ``name``,
+            ``name#1``, ...), ``"merge"`` (all calls pooled) or ``"first"`` (first call only).
+        num_bins: histogram bins per layer (quantiles are within half a bin).
+        input_key: where the input lies in dict batches; tensor batches are the input,
+            tuple/list batches hold it first.
+        compiled: ``"eager"`` runs ``torch.compile``'d code eagerly during the measured batches
+            (compiled graphs ignore hooks added later); ``"error"`` refuses compiled models.
+        owner: who builds the options, for messages (not an option; not compared).
+
+    Examples:
+        >>> opts = SROPOptions(layers="torch.nn.Conv2d", roll_percent=0.9, stats=["mean"])
+        >>> opts.layers, opts.roll_percent, opts.stats
+        (<class 'torch.nn.modules.conv.Conv2d'>, 0.9, ('mean',))
+        >>> SROPOptions(unit="px")
+        Traceback (most recent call last):
+        ...
+        ValueError: SROPOptions: expected `unit` to be one of 'layer', 'input'; got 'px'.
+    """
+
+    layers: LayerChoice = None
+    num_batches: int | None = 2
+    roll_percent: float = 0.85
+    keep_dc: bool = False
+    ndim: int | None = None
+    unit: Unit = "layer"
+    layout: Layout | Mapping[str, Layout] = "auto"
+    stats: Sequence[str] = ("mean", "median")
+    repeated: Repeated = "separate"
+    num_bins: int = 1024
+    input_key: str = "input"
+    compiled: Compiled = "eager"
+    owner: str = dataclasses.field(default="SROPOptions", compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        owner = self.owner
+        fix = object.__setattr__
+        fix(self, "layers", normalize_layer_choice(self.layers, owner))
+        if self.num_batches is not None:
+            fix(
+                self,
+                "num_batches",
+                check_int(
+                    self.num_batches, "num_batches", owner, minimum=1, none_means="all batches"
+                ),
+            )
+        if self.ndim is not None and (
+            not isinstance(self.ndim, numbers.Integral)
+            or isinstance(self.ndim, bool)
+            or self.ndim not in (1, 2)
+        ):
+            raise ValueError(
+                f"{owner}: expected `ndim` to be None (auto-detect), 1 or 2; got {self.ndim!r}."
+            )
+        fix(self, "ndim", None if self.ndim is None else int(self.ndim))
+        _check_options(self.roll_percent, self.ndim or 2, self.keep_dc, owner)
+        fix(self, "roll_percent", float(self.roll_percent))
+        check_choice(self.unit, UNIT_CHOICES, "unit", owner)
+        fix(self, "layout", _check_layout(self.layout, owner))
+        fix(self, "stats", _check_stats(self.stats, owner))
+        check_choice(self.repeated, REPEATED_CHOICES, "repeated", owner)
+        fix(self, "num_bins", check_int(self.num_bins, "num_bins", owner, minimum=2))
+        if not isinstance(self.input_key, str):
+            raise TypeError(f"{owner}: expected `input_key` to be a str; got {self.input_key!r}.")
+        check_choice(self.compiled, COMPILED_CHOICES, "compiled", owner)
+
+    def replace(self, **changes: Any) -> SROPOptions:
+        """A copy with ``changes`` applied and validated again.
+
+        Examples:
+            >>> SROPOptions().replace(unit="input").unit
+            'input'
+        """
+        return dataclasses.replace(self, **changes)
+
+    def layout_of(self, name: str) -> Layout:
+        """The layout option that applies to layer ``name``."""
+        if isinstance(self.layout, Mapping):
+            return self.layout.get(name, "auto")
+        return self.layout
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options as plain JSON-friendly values (the layer choice as its ``repr`` when it
+        is not a string, list or None)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "owner":
+                continue
+            value = getattr(self, f.name)
+            if f.name == "layers":
+                value = _layers_to_plain(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+
+def _layers_to_plain(layers: object) -> object:
+    if layers is None or isinstance(layers, str):
+        return layers
+    if isinstance(layers, type):
+        return f"{layers.__module__}.{layers.__qualname__}"
+    if isinstance(layers, tuple):
+        return [_layers_to_plain(x) for x in layers]
+    return getattr(layers, "__qualname__", repr(layers))
