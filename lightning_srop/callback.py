@@ -45,6 +45,7 @@ from lightning_srop.options import (
     check_int,
 )
 from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.statistics import Statistic
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
@@ -122,7 +123,7 @@ class SROPCallback(Callback):
         ndim: int | None = None,
         unit: Unit = "layer",
         layout: Layout | dict[str, Layout] = "auto",
-        stats: Sequence[str] = ("mean", "median"),
+        stats: Sequence[Statistic] = ("mean", "median"),
         log_histograms: bool = True,
         log_figure: bool = True,
         prefix: str = "srop",

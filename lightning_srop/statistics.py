@@ -9,7 +9,7 @@ the last bit while keeping float64 accuracy for the mean and the standard deviat
 from __future__ import annotations
 
 import math
-from typing import Any, Final
+from typing import Any, Final, Literal, TypeAlias, get_args
 
 import torch
 from torch import Tensor
@@ -23,7 +23,7 @@ from lightning_srop.functional.spectral_rolloff import (
     _spectral_rolloff_impl,
 )
 
-__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics"]
+__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics", "Statistic"]
 
 #: Quantile levels reported by :meth:`SROPStatistics.compute`, by name.
 QUANTILES: Final[dict[str, float]] = {
@@ -34,13 +34,16 @@ QUANTILES: Final[dict[str, float]] = {
     "q95": 0.95,
 }
 
-#: Every key of :meth:`SROPStatistics.compute`.
-STATISTICS: Final[tuple[str, ...]] = (
+Statistic: TypeAlias = Literal[
     "mean",
     "std",
     "min",
     "max",
-    *QUANTILES,
+    "q05",
+    "q25",
+    "median",
+    "q75",
+    "q95",
     "sample_mean",
     "sample_std",
     "count",
@@ -48,7 +51,9 @@ STATISTICS: Final[tuple[str, ...]] = (
     "invalid",
     "flat_fraction",
     "invalid_fraction",
-)
+]
+#: Every key of :meth:`SROPStatistics.compute` (the values of :data:`Statistic`).
+STATISTICS: Final[tuple[str, ...]] = get_args(Statistic)
 
 _LIMB: Final[float] = 2.0**30
 
