@@ -314,18 +314,14 @@ def loggers_taking(
 ) -> LoggerSplit:
     """Which of ``loggers`` take SROP histograms or figures (images).
 
-    Nothing is drawn, computed or imported: a logger is judged by its class (looked up in
+    Nothing is drawn or imported: a logger is judged by its class (looked up in
     ``sys.modules``, so neither ``lightning`` nor a logger's package is imported) or, for an
     unknown class, by the type of its ``experiment``. Ask before drawing a figure: when no
     logger takes images, no figure is needed (and matplotlib may not even be installed).
 
-    ==========================================  ==========  ======
-    logger                                      histograms  images
-    ==========================================  ==========  ======
-    ``TensorBoardLogger`` (or a SummaryWriter)  yes         yes
-    ``WandbLogger`` (or a W&B run)              yes         yes
-    ``CSVLogger``, MLflow, Comet, Neptune, ...  no          no
-    ==========================================  ==========  ======
+    - ``TensorBoardLogger`` (or any logger writing with a ``SummaryWriter``): both;
+    - ``WandbLogger`` (or any logger writing to a W&B run): both;
+    - ``CSVLogger``, MLflow, Comet, Neptune and other loggers: neither.
 
     Args:
         loggers: Lightning loggers (``trainer.loggers``), as for :func:`log_histograms`.
