@@ -396,32 +396,51 @@ class SROPCallback(Callback):
             self._log_extras(trainer, reports)
 
     def _log_extras(self, trainer: Trainer, reports: list[LayerReport]) -> None:
-        from lightning_srop.loggers import log_histograms, logger_step
+        """Histograms and the per-layer figure, for the attached loggers that take them.
+
+        Nothing is computed or drawn for output that no attached logger takes (``CSVLogger``
+        takes neither), and a missing optional dependency (matplotlib for the figure) is one
+        notice, never an error.
+        """
+        from lightning_srop.loggers import log_figure, log_histograms, loggers_taking
 
         step = logger_step(trainer)  # the step Lightning logs the epoch's scalars at
         if self.log_histograms:
-            for name in log_histograms(trainer.loggers, reports, step=step, prefix=self.prefix):
+            histogram_loggers, skipped = loggers_taking(trainer.loggers, "histograms")
+            for name in skipped:
                 self._notice(
                     f"hist:{name}",
                     f"logger {name} has no histogram support; SROP histograms are not written "
                     "to it (scalars are).",
                 )
-        if self.log_figure:
-            try:
-                from lightning_srop.loggers import log_figure
-                from lightning_srop.plots import plot_layer_profile
-            except ImportError as err:  # matplotlib is an optional dependency
-                self._notice("figure-import", f"cannot draw the SROP figure ({err}); skipped.")
-                return
-            unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
+            if histogram_loggers:
+                log_histograms(histogram_loggers, reports, step=step, prefix=self.prefix)
+        if not self.log_figure:
+            return
+        image_loggers, skipped = loggers_taking(trainer.loggers, "images")
+        for name in skipped:
+            self._notice(
+                f"figure:{name}",
+                f"logger {name} has no image support; the SROP figure is not written to it.",
+            )
+        if not image_loggers:
+            return  # no logger could show the figure: do not draw it
+        from lightning_srop.plots import plot_layer_profile  # imports without matplotlib
+
+        unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
+        try:
             figure = plot_layer_profile(reports, unit=unit, title=f"SROP per layer, step {step}")
-            for name in log_figure(
-                trainer.loggers, figure, tag=f"{self.prefix}/layer_profile", step=step
-            ):
-                self._notice(
-                    f"figure:{name}",
-                    f"logger {name} has no image support; the SROP figure is not written to it.",
-                )
+            log_figure(image_loggers, figure, tag=f"{self.prefix}/layer_profile", step=step)
+        except ModuleNotFoundError as err:
+            missing = (err.name or "").partition(".")[0]
+            if missing not in ("matplotlib", "PIL"):  # optional dependencies of figures only
+                raise
+            self._notice(
+                "figure-import",
+                f"the SROP figure needs {'Pillow' if missing == 'PIL' else 'matplotlib'}, which "
+                "is not installed; it is not drawn (scalars and histograms are still logged). "
+                "Install it with: pip install 'lightning-srop[plots]'.",
+            )
 
     @override
     def on_exception(

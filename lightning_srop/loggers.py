@@ -17,8 +17,13 @@ Lightning's logger API has no common call for:
     edges, every count is a sum of original counts).
   * Layers without a single valid map (all flat or invalid, statistics NaN) are skipped.
 
-- **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot), then
-  TensorBoard ``add_image`` and W&B ``wandb.Image``.
+- **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot, no
+  Pillow), then TensorBoard ``add_image`` and W&B ``wandb.Image``.
+
+**Which loggers take what.** :func:`loggers_taking` splits a logger list into those that take
+histograms (or images) and the class names of those that do not, without drawing or computing
+anything, so that a caller can skip work no attached logger can show. TensorBoard and W&B take
+both; ``CSVLogger`` takes neither.
 
 **Tags.** The SROP histogram of layer ``name`` is ``f"{prefix}/{name}"``; the histogram of
 per-sample mean SROPs (the mean over one sample's valid channels, ``LayerReport.sample_counts``)
@@ -43,16 +48,16 @@ epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is wha
   they never go backwards and share their x-axis with the scalars.
 
 Loggers with neither histograms nor images (``CSVLogger``, MLflow, Comet, Neptune, ...) are
-returned by name so that the caller can say so once.
+returned by name so that the caller can say so once. (MLflow's client has ``log_figure`` and
+``log_image``, but this module does not write to it yet.)
 """
 
 from __future__ import annotations
 
-import io
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import numpy as np
 
@@ -63,11 +68,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "OUTPUTS",
     "PER_SAMPLE_SUFFIX",
     "WANDB_MAX_BINS",
+    "LoggerSplit",
     "log_figure",
     "log_histograms",
     "logger_step",
+    "loggers_taking",
     "rebin",
     "trim_empty_bins",
 ]
@@ -77,6 +85,9 @@ WANDB_MAX_BINS: Final[int] = 512
 
 #: Tag suffix of the per-sample mean SROP histogram.
 PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
+
+#: What a logger may take besides scalars, for :func:`loggers_taking`.
+OUTPUTS: Final[tuple[str, ...]] = ("histograms", "images")
 
 #: The metric Lightning's ``WandbLogger`` uses as the x-axis of every key.
 _WANDB_STEP_KEY: Final[str] = "trainer/global_step"
@@ -105,6 +116,13 @@ _SUMMARY_WRITERS: Final[tuple[tuple[str, str], ...]] = (
     ("tensorboardX.writer", "SummaryWriter"),
 )
 _WANDB_RUNS: Final[tuple[tuple[str, str], ...]] = (("wandb.sdk.wandb_run", "Run"),)
+
+# What each kind of logger (see ``_kind``) takes besides scalars.
+_TAKES: Final[dict[str, frozenset[str]]] = {
+    "tensorboard": frozenset(OUTPUTS),
+    "wandb_logger": frozenset(OUTPUTS),
+    "wandb_run": frozenset(OUTPUTS),
+}
 
 
 def _isinstance_of_any(obj: object, candidates: Sequence[tuple[str, str]]) -> bool:
@@ -278,6 +296,64 @@ def _kind(logger: Logger) -> tuple[str | None, Any]:
     return None, None
 
 
+def _takes(kind: str | None, output: str) -> bool:
+    return kind is not None and output in _TAKES.get(kind, frozenset())
+
+
+class LoggerSplit(NamedTuple):
+    """Loggers split by whether they take one kind of output (see :func:`loggers_taking`)."""
+
+    #: The loggers that take it, in the given order.
+    taking: list[Logger]
+    #: Class names (each once, in order) of the loggers that do not.
+    skipped: list[str]
+
+
+def loggers_taking(
+    loggers: Sequence[Logger], output: Literal["histograms", "images"]
+) -> LoggerSplit:
+    """Which of ``loggers`` take SROP histograms or figures (images).
+
+    Nothing is drawn or imported: a logger is judged by its class (looked up in
+    ``sys.modules``, so neither ``lightning`` nor a logger's package is imported) or, for an
+    unknown class, by the type of its ``experiment``. Ask before drawing a figure: when no
+    logger takes images, no figure is needed (and matplotlib may not even be installed).
+
+    - ``TensorBoardLogger`` (or any logger writing with a ``SummaryWriter``): both;
+    - ``WandbLogger`` (or any logger writing to a W&B run): both;
+    - ``CSVLogger``, MLflow, Comet, Neptune and other loggers: neither.
+
+    Args:
+        loggers: Lightning loggers (``trainer.loggers``), as for :func:`log_histograms`.
+        output: ``"histograms"`` or ``"images"``.
+
+    Returns:
+        ``LoggerSplit(taking, skipped)``: the loggers that take ``output`` and the class names
+        (each once, in order) of those that do not.
+
+    Raises:
+        ValueError: unknown ``output``.
+
+    Examples:
+        >>> class MyLogger: ...
+        >>> loggers_taking([MyLogger(), MyLogger()], "images")
+        LoggerSplit(taking=[], skipped=['MyLogger'])
+    """
+    if output not in OUTPUTS:
+        raise ValueError(
+            f"loggers_taking: expected `output` to be one of {', '.join(map(repr, OUTPUTS))}, "
+            f"got {output!r}."
+        )
+    taking: list[Logger] = []
+    skipped: list[str] = []
+    for logger in loggers:
+        if _takes(_kind(logger)[0], output):
+            taking.append(logger)
+        else:
+            _unsupported_name(logger, skipped)
+    return LoggerSplit(taking, skipped)
+
+
 def _wandb_log(logger: Logger, kind: str, record: dict[str, Any], step: int) -> None:
     if kind == "wandb_logger":
         # Lightning's route for scalars: adds ``trainer/global_step``, the logger's prefix,
@@ -358,7 +434,7 @@ def log_histograms(
     wandb_record: dict[str, Any] | None = None
     for logger in loggers:
         kind, experiment = _kind(logger)
-        if kind is None:
+        if kind is None or not _takes(kind, "histograms"):
             _unsupported_name(logger, unsupported)
         elif kind == "tensorboard":
             for tag, counts, edges, stats in histograms:
@@ -392,21 +468,28 @@ def log_histograms(
 
 
 def _figure_to_rgb(figure: Figure) -> np.ndarray:
-    """Render ``figure`` (at its own dpi) to an ``(H, W, 3)`` uint8 array, without pyplot."""
-    from PIL import Image
+    """Render ``figure`` (at its own dpi) to an ``(H, W, 3)`` uint8 array.
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    buffer.seek(0)
-    with Image.open(buffer) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    Agg draws into an RGBA buffer that is read directly: no pyplot, no PNG round trip, no
+    Pillow. The figure's own canvas is put back afterwards.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    previous = figure.canvas
+    try:
+        canvas = FigureCanvasAgg(figure)
+        canvas.draw()  # type: ignore[no-untyped-call]
+        rgba = np.asarray(canvas.buffer_rgba(), dtype=np.uint8)  # type: ignore[no-untyped-call]
+        return np.ascontiguousarray(rgba[..., :3])
+    finally:
+        figure.set_canvas(previous)
 
 
 def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int) -> list[str]:
     """Log a figure as an image to every logger that supports images.
 
-    The figure is rendered once (Agg through ``Figure.savefig``, no pyplot, the figure is left
-    open and unchanged) and written with TensorBoard's ``add_image`` or as a ``wandb.Image``
+    The figure is rendered once (Agg, no pyplot, no Pillow; the figure is left open and
+    unchanged) and written with TensorBoard's ``add_image`` or as a ``wandb.Image``
     (through ``WandbLogger.log_metrics``, as ``WandbLogger.log_image`` does, so at
     ``trainer/global_step = step``).
 
@@ -433,7 +516,7 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
     image: np.ndarray | None = None
     for logger in loggers:
         kind, experiment = _kind(logger)
-        if kind is None:
+        if kind is None or not _takes(kind, "images"):
             _unsupported_name(logger, unsupported)
             continue
         if image is None:

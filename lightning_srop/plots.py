@@ -3,6 +3,10 @@
 Every function builds a :class:`matplotlib.figure.Figure` directly (no ``pyplot``, no global
 state, no GUI backend), so plotting is safe in headless runs, in callbacks and in threads. The
 caller owns the figure; nothing has to be closed.
+
+matplotlib is an optional dependency (``pip install 'lightning-srop[plots]'``): this module
+imports without it, and every plotting function raises :class:`ModuleNotFoundError` (``name``
+``"matplotlib"``) with that hint when it is missing.
 """
 
 from __future__ import annotations
@@ -38,8 +42,18 @@ _MEDIAN_COLOR: Final[str] = "tab:orange"
 _NO_DATA_COLOR: Final[str] = "tab:red"
 
 
+#: How to get matplotlib, for the error raised without it.
+_INSTALL_HINT: Final[str] = "pip install 'lightning-srop[plots]' (or matplotlib)"
+
+
 def _new_figure(width: float, height: float) -> Figure:
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:  # matplotlib is an optional dependency
+        raise ModuleNotFoundError(
+            f"lightning_srop.plots needs matplotlib to draw figures ({err}); {_INSTALL_HINT}.",
+            name="matplotlib",
+        ) from err
 
     return Figure(figsize=(width, height), layout="constrained")
 
