@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final, Literal
 
 import torch
@@ -85,6 +86,10 @@ class SROPCallback(Callback):
         log_histograms: write one SROP histogram per layer to TensorBoard / W&B.
         log_figure: write a figure of the per-layer SROP against depth to TensorBoard / W&B.
         prefix: first component of every logged name: ``{prefix}/{layer}/{stat}``.
+        save_reports: on rank zero, write each measured epoch's
+            :class:`~lightning_srop.report.SROPReport` as JSON (histograms included) to
+            ``{trainer.log_dir}/{prefix}_reports/epoch=E-step=S.json``; read them back with
+            ``lightning_srop.runs.read_run`` or ``SROPReport.from_json``.
         repeated: a module called several times per batch: ``"separate"`` (keys ``name``,
             ``name#1``, ...), ``"merge"`` (all calls pooled) or ``"first"`` (first call only).
         num_bins: histogram bins per layer (quantiles are within half a bin).
@@ -127,6 +132,7 @@ class SROPCallback(Callback):
         log_histograms: bool = True,
         log_figure: bool = True,
         prefix: str = "srop",
+        save_reports: bool = False,
         repeated: Repeated = "separate",
         num_bins: int = 1024,
         input_key: str = "input",
@@ -162,6 +168,7 @@ class SROPCallback(Callback):
                 f"trailing '/'; got {prefix!r}."
             )
         self.prefix = prefix
+        self.save_reports = check_bool(save_reports, "save_reports", owner)
 
         self.last_report: SROPReport | None = None
         self._engine: SROPEngine | None = None
@@ -372,6 +379,8 @@ class SROPCallback(Callback):
             step=logger_step(trainer),
             model=type(pl_module).__name__,
         )
+        if self.save_reports and trainer.is_global_zero:
+            self._save_report(trainer, self.last_report)
         self._measured_epochs += 1
         values = {
             f"{self.prefix}/{report.name}/{stat}": report.stats[stat]
@@ -394,6 +403,13 @@ class SROPCallback(Callback):
                 )
         if reports and trainer.is_global_zero and trainer.loggers:
             self._log_extras(trainer, reports)
+
+    def _save_report(self, trainer: Trainer, report: SROPReport) -> Path:
+        directory = Path(trainer.log_dir or trainer.default_root_dir) / f"{self.prefix}_reports"
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"epoch={report.epoch}-step={report.step}.json"
+        report.to_json(path)
+        return path
 
     def _log_extras(self, trainer: Trainer, reports: list[LayerReport]) -> None:
         """Histograms and the per-layer figure, for the attached loggers that take them.
