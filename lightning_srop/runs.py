@@ -606,13 +606,16 @@ def _int_cell(cell: str | None) -> int | None:
 # ------------------------------------------------------------------------------------------
 
 
-def _is_report_json(path: Path) -> bool:
+def _report_data(path: Path) -> dict[str, Any] | None:
+    """The parsed JSON of ``path`` when it is a report file (an object with ``"format"`` and
+    ``"layers"``), else None; unreadable JSON raises, naming the file."""
     try:
-        with path.open() as handle:
-            head = handle.read(4096)
-    except OSError:
-        return False
-    return head.lstrip().startswith("{") and '"format"' in head
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"read_reports: cannot read {path} ({err}).") from err
+    if isinstance(data, dict) and "format" in data and "layers" in data:
+        return data
+    return None
 
 
 def _by_epoch(report: SROPReport) -> tuple[bool, int, bool, int]:
@@ -646,11 +649,8 @@ def read_reports(directory: PathLike) -> list[SROPReport]:
         raise ValueError(f"{where}: expected a directory, got the file {folder}.")
     reports: list[SROPReport] = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{where}: cannot read {path} ({err}).") from err
-        if not (isinstance(data, dict) and "format" in data and "layers" in data):
+        data = _report_data(path)
+        if data is None:
             continue
         try:
             reports.append(SROPReport.from_dict(data))
@@ -670,7 +670,13 @@ def read_reports(directory: PathLike) -> list[SROPReport]:
 
 
 def _has_report_json(directory: Path) -> bool:
-    return any(p.is_file() and _is_report_json(p) for p in directory.glob("*.json"))
+    for path in directory.glob("*.json"):
+        try:
+            if path.is_file() and _report_data(path) is not None:
+                return True
+        except ValueError:  # unreadable JSON is not a report; read_reports names it
+            continue
+    return False
 
 
 def read_run(path: PathLike, *, prefix: str = "srop", version: Version = None) -> list[SROPReport]:

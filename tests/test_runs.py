@@ -249,6 +249,36 @@ def test_tensorboard_order_with_equal_wall_times(tmp_path: Path) -> None:
     assert [(r.epoch, r.step) for r in reports] == [(0, 3), (1, 7)]
 
 
+def test_tensorboard_histograms_on_one_grid(tmp_path: Path) -> None:
+    # Per-sample bins far from the SROP bins: one grid, the gap filled with empty bins.
+    edges = np.linspace(0.0, 1.0, 11)
+    writer = SummaryWriter(str(tmp_path))
+    for tag, lo, counts in (("srop/conv", 1, [2, 0, 3]), ("srop/conv/per_sample_mean", 6, [4])):
+        part = edges[lo : lo + len(counts) + 1]
+        writer.add_histogram_raw(
+            tag,
+            min=float(part[0]),
+            max=float(part[-1]),
+            num=sum(counts),
+            sum=0.5 * sum(counts),
+            sum_squares=0.3 * sum(counts),
+            bucket_limits=part[1:].tolist(),
+            bucket_counts=counts,
+            global_step=2,
+        )
+    writer.close()
+    (report,) = read_tensorboard(tmp_path)
+    layer = report["conv"]
+    np.testing.assert_allclose(layer.edges, edges[1:8], rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(layer.counts, [2, 0, 3, 0, 0, 0])
+    np.testing.assert_array_equal(layer.sample_counts, [0, 0, 0, 0, 0, 4])
+    assert layer.stats["count"] == 5 and layer.stats["mean"] == pytest.approx(0.5)
+    assert layer.stats["std"] == pytest.approx(math.sqrt(0.3 - 0.25))
+    assert layer.stats["min"] == pytest.approx(0.15) and layer.stats["max"] == pytest.approx(0.35)
+    assert layer.stats["sample_mean"] == pytest.approx(0.65)  # the bin's centre
+    assert math.isnan(layer.stats["flat"]) and report.epoch is None
+
+
 # ------------------------------------------------------------------------------------------
 # CSV
 # ------------------------------------------------------------------------------------------
