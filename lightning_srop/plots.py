@@ -468,3 +468,62 @@ def compare(
     """
     loaded = [r if isinstance(r, SROPReport) else SROPReport.from_json(r) for r in reports]
     return plot_reports(loaded, labels=labels, log=log, unit=unit, quartiles=quartiles, title=title)
+
+
+def plot_over_epochs(
+    reports: Sequence[SROPReport],
+    *,
+    statistic: str = "mean",
+    accuracy: Sequence[tuple[int, float]] | None = None,
+    unit: str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Each layer's ``statistic`` over the epochs of one run, optionally beside accuracy.
+
+    The curves come from :func:`lightning_srop.runs.history` (layers in forward order, shallow
+    to deep in the legend and colours) and are drawn by :func:`plot_srop_over_epochs`; the
+    reports may come from :func:`lightning_srop.runs.read_run`, from ``SROPCallback`` or from
+    saved JSON files.
+
+    Args:
+        reports: one run's reports, one per measured epoch.
+        statistic: which statistic to draw (``"mean"``, ``"median"``, ``"q75"``, ...).
+        accuracy: ``(epoch, accuracy)`` points; when given, a second panel on the right.
+        unit: frequency unit for the y label; default from the reports' options
+            (``"cycles / input pixel"`` for ``unit="input"``, else ``"cycles / pixel"``).
+        title: figure title; default ``"SROP over training"``.
+
+    Returns:
+        A new figure: one axes (SROP) or two (SROP, accuracy).
+
+    Raises:
+        ValueError: no reports, no layers, or an unknown ``statistic``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from lightning_srop.report import LayerReport, SROPReport
+        >>> none = np.zeros(0)
+        >>> def report(epoch, means):
+        ...     return SROPReport(tuple(LayerReport(n, {"mean": v}, none, none, none, depth=d)
+        ...                             for d, (n, v) in enumerate(means.items())), epoch=epoch)
+        >>> runs = [report(0, {"stem": 0.3, "pool": 0.2}), report(1, {"stem": 0.25, "pool": 0.1})]
+        >>> fig = plot_over_epochs(runs)
+        >>> [line.get_label() for line in fig.axes[0].get_lines()]
+        ['stem', 'pool']
+    """
+    from lightning_srop.runs import history
+
+    if len(reports) == 0:
+        raise ValueError("plot_over_epochs: expected at least one report, got none.")
+    curves = history(reports, statistic)
+    if not curves:
+        raise ValueError("plot_over_epochs: the reports hold no layers.")
+    if unit is None:
+        units = {r.options.get("unit", "layer") for r in reports}
+        unit = "cycles / input pixel" if units == {"input"} else "cycles / pixel"
+    figure = plot_srop_over_epochs(curves, accuracy, unit=unit, title=title)
+    srop_ax = figure.axes[0]
+    srop_ax.set_ylabel(f"{statistic} {_srop_label(unit)}")
+    if accuracy is not None:
+        srop_ax.set_title(f"{statistic} SROP per layer")
+    return figure
