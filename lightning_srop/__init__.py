@@ -8,6 +8,7 @@ from lightning_srop.options import SROPOptions
 from lightning_srop.plots import compare
 from lightning_srop.profile import profile, profile_reports
 from lightning_srop.report import LayerMeta, LayerReport, SROPReport
+from lightning_srop.runs import read_run
 from lightning_srop.statistics import STATISTICS, SROPStatistics
 
 __version__ = "0.1.0"
@@ -27,5 +28,6 @@ __all__ = [
     "compare",
     "profile",
     "profile_reports",
+    "read_run",
     "spectral_rolloff",
 ]

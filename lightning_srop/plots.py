@@ -29,6 +29,7 @@ __all__ = [
     "SAVE_DPI",
     "compare",
     "plot_layer_profile",
+    "plot_over_epochs",
     "plot_reports",
     "plot_srop_over_epochs",
     "save_figure",

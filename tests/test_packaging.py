@@ -43,8 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_srop.plots
-from lightning_srop import SROPCallback
-from lightning_srop.engine import SROPWarning
+from lightning_srop import SROPCallback, SROPWarning
 from lightning_srop.loggers import loggers_taking
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +79,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_srop
 from lightning_srop import SROPCallback
-from lightning_srop.engine import SROPWarning
+from lightning_srop import SROPWarning
 
 out, kind = sys.argv[1], sys.argv[2]
 torch.set_num_threads(1)
