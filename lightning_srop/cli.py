@@ -828,6 +828,9 @@ def _profile_trainer(
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*no logger is attached.*", category=SROPWarning)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    # The callback logs values already merged over processes (the same on each).
+    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs torch
     option_values = {
         f.name: getattr(options, f.name)
         for f in dataclasses.fields(options)
@@ -860,8 +863,10 @@ def _profile_trainer(
     n = len(dataset)  # type: ignore[arg-type]
     per_rank = [len(range(rank, n, world)) for rank in range(world)]
     limit = None if options.num_batches is None else options.num_batches * args.batch_size
-    images = sum(p if limit is None else min(p, limit) for p in per_rank)
-    report = dataclasses.replace(report, epoch=None, step=None)
+    counts = [p if limit is None else min(p, limit) for p in per_rank]
+    images = sum(counts)
+    batches = sum(math.ceil(c / args.batch_size) for c in counts)
+    report = dataclasses.replace(report, epoch=None, step=None, num_batches=batches)
     where = f"{world} process{'es' if world > 1 else ''} ({trainer.strategy.__class__.__name__})"
     return report, images, where
 
@@ -957,8 +962,11 @@ def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     )
 
 
-def _number(value: float) -> str:
-    return "" if math.isnan(value) else f"{value:.6g}"
+def _number(value: float, digits: int | None = None) -> str:
+    """A CSV cell (full precision) or, with ``digits``, a table cell; NaN as empty."""
+    if math.isnan(value):
+        return ""
+    return repr(float(value)) if digits is None else f"{value:.{digits}f}"
 
 
 def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -1013,7 +1021,8 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         writer.writerows(rows)
     per = "input pixel" if args.unit == "input" else "pixel"
     print(f"mean SROP (cycles / {per})")
-    print(_text_table(header, rows))
+    shown = [[name, *(_number(c.get(name, math.nan), 4) for c in columns)] for name in names]
+    print(_text_table(header, shown))
     print(f"wrote {png}, {csv_path}")
     return 0
 
@@ -1078,7 +1087,7 @@ def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
         [
             name,
             *(
-                _number(r[name].stats.get(args.statistic, math.nan)) if name in r else ""
+                _number(r[name].stats.get(args.statistic, math.nan), 4) if name in r else ""
                 for r in shown
             ),
         ]
