@@ -41,14 +41,17 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
 
+from lightning.pytorch import LightningDataModule, LightningModule
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
 from lightning_srop.options import SROPOptions
 from lightning_srop.report import SROPReport
 from lightning_srop.statistics import STATISTICS
 
 if TYPE_CHECKING:
     import torch
-    from torch import Tensor, nn
-    from torch.utils.data import Dataset
+    from torch import Tensor
 
 __all__ = ["PROG", "add_option_arguments", "build_options", "build_parser", "main"]
 
@@ -523,9 +526,6 @@ def _import_object(path: str) -> Any:
 
 
 def _class_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> nn.Module:
-    from lightning.pytorch import LightningModule
-    from torch import nn
-
     try:
         cls = _import_object(args.model)
     except LookupError as err:
@@ -587,8 +587,6 @@ def _torchvision_model(args: argparse.Namespace, parser: argparse.ArgumentParser
 
 def _input_channels(model: nn.Module) -> int | None:
     """Input channels of the model's first convolution (``None`` when it has none)."""
-    from torch import nn
-
     for module in model.modules():
         if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
             return int(module.in_channels)
@@ -751,7 +749,6 @@ def _profile_one_device(
     parser: argparse.ArgumentParser,
 ) -> tuple[SROPReport, int, str]:
     import torch
-    from torch.utils.data import DataLoader
 
     from lightning_srop.profile import profile
 
@@ -764,53 +761,46 @@ def _profile_one_device(
     return report, counter[0], str(device)
 
 
-class _DataModule:
-    """Builds the LightningDataModule of a Trainer run (defined lazily: Lightning imports)."""
+class _Data(LightningDataModule):
+    """The data of a Trainer run: each sample exactly once over all processes (no padding
+    duplicates, unlike Lightning's default distributed sampler)."""
 
-    @staticmethod
-    def make(dataset: Dataset[Any], batch_size: int, workers: int) -> Any:
-        from lightning.pytorch import LightningDataModule
+    def __init__(self, dataset: Dataset[Any], batch_size: int, workers: int) -> None:
+        super().__init__()
+        self.dataset, self.batch_size, self.workers = dataset, batch_size, workers
+
+    def val_dataloader(self) -> DataLoader[Any]:
         from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-        from torch.utils.data import DataLoader
 
-        class _Data(LightningDataModule):
-            def val_dataloader(self) -> DataLoader[Any]:
-                sampler = None
-                world = self.trainer.world_size if self.trainer is not None else 1
-                if world > 1:
-                    # Each sample exactly once over all processes (no padding duplicates).
-                    sampler = UnrepeatedDistributedSampler(
-                        dataset,  # type: ignore[arg-type]
-                        num_replicas=world,
-                        rank=self.trainer.global_rank,  # type: ignore[union-attr]
-                        shuffle=False,
-                    )
-                return DataLoader(
-                    dataset, batch_size=batch_size, sampler=sampler, num_workers=workers
-                )
-
-        return _Data()
+        sampler = None
+        if self.trainer is not None and self.trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(
+                self.dataset,  # type: ignore[arg-type]
+                num_replicas=self.trainer.world_size,
+                rank=self.trainer.global_rank,
+                shuffle=False,
+            )
+        return DataLoader(
+            self.dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.workers
+        )
 
 
-def _measured_module(model: nn.Module, input_key: str) -> Any:
+class _Measured(LightningModule):
     """A LightningModule whose ``validation_step`` calls ``model`` on the batch's input.
 
     The model is held as ``_forward_module``, a wrapper name that layer names leave out, so
     layers keep the names ``profile(model, ...)`` gives them (``layer1.0.conv1``).
     """
-    from lightning.pytorch import LightningModule
 
-    from lightning_srop.engine import batch_input
+    def __init__(self, model: nn.Module, input_key: str) -> None:
+        super().__init__()
+        self._forward_module = model
+        self.input_key = input_key
 
-    class _Measured(LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self._forward_module = model
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        from lightning_srop.engine import batch_input
 
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            self._forward_module(batch_input(batch, input_key, owner=PROG))
-
-    return _Measured()
+        self._forward_module(batch_input(batch, self.input_key, owner=PROG))
 
 
 def _profile_trainer(
@@ -852,8 +842,8 @@ def _profile_trainer(
         use_distributed_sampler=False,  # the data module's sampler measures each sample once
         limit_val_batches=options.num_batches if options.num_batches is not None else 1.0,
     )
-    module = _measured_module(model, options.input_key)
-    data = _DataModule.make(dataset, args.batch_size, args.workers)
+    module = _Measured(model, options.input_key)
+    data = _Data(dataset, args.batch_size, args.workers)
     trainer.validate(module, datamodule=data, verbose=False)
     if not trainer.is_global_zero:
         return None, 0, ""

@@ -103,7 +103,7 @@ def test_python_dash_m_runs_main(
 ) -> None:
     monkeypatch.setattr(sys, "argv", ["lightning_srop", "--version"])
     with pytest.raises(SystemExit) as exit_info:
-        runpy.run_module("lightning_srop", run_name="__main__")
+        runpy.run_path(str(ROOT / "lightning_srop" / "__main__.py"), run_name="__main__")
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.startswith(f"{PROG} 0.")
 
