@@ -8,8 +8,8 @@ Subcommands:
   devices or nodes run Lightning's ``Trainer.validate`` with an
   :class:`~lightning_srop.callback.SROPCallback` (Lightning's strategies, no loop of our own).
   Writes ``report.json``, ``report.csv`` and ``report.png``.
-- ``compare``: several saved reports (and run directories, when :mod:`lightning_srop.runs`
-  is installed) on one figure, and their means side by side in a CSV.
+- ``compare``: several saved reports (and run directories, read by
+  :func:`lightning_srop.runs.read_run`) on one figure, and their means side by side in a CSV.
 - ``export``: the SROP curves of a logged run (TensorBoard / CSV, read by
   :mod:`lightning_srop.runs`) as CSV, JSON and a figure.
 
@@ -326,7 +326,7 @@ examples:
   # two saved reports, labelled, on a log axis
   lightning-srop compare random/report.json trained/report.json --labels random trained --log
 
-  # a report next to the last epoch of a logged run (needs lightning_srop.runs)
+  # a report next to the last epoch of a logged run
   lightning-srop compare before/report.json lightning_logs/version_3 --unit input --out cmp
 
 writes <out>/compare.png and <out>/compare.csv (one row per layer, a column of means per label).
@@ -340,7 +340,7 @@ examples:
   # another logging prefix and the median instead of the mean in the figure
   lightning-srop export runs/mnist --prefix val_srop --statistic median
 
-writes <out>/srop.csv, <out>/srop.json and <out>/srop.png (needs lightning_srop.runs).
+writes <out>/srop.csv, <out>/srop.json and <out>/srop.png .
 """
 
 _MAIN_EXAMPLES = """\
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         metavar="REPORT",
         help="report JSON files (written by `profile`), or run directories (the last measured "
-        "epoch; needs lightning_srop.runs)",
+        "epoch)",
     )
     comp.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per report")
     comp.add_argument("--log", action="store_true", help="log-scale SROP axis")
@@ -920,18 +920,6 @@ def _profile_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 # compare and export
 
 
-def _runs_module(what: str) -> Any:
-    """:mod:`lightning_srop.runs`, imported lazily (it may be missing from this installation)."""
-    try:
-        return importlib.import_module("lightning_srop.runs")
-    except ImportError as err:
-        raise _Failure(
-            f"{what} needs lightning_srop.runs (read_run), which this installation of "
-            f"lightning-srop does not have ({err}); pass report JSON files written by "
-            "`lightning-srop profile` instead, or update lightning-srop."
-        ) from err
-
-
 def _unique(labels: Sequence[str]) -> list[str]:
     seen: dict[str, int] = {}
     out: list[str] = []
@@ -962,7 +950,8 @@ def _number(value: float, digits: int | None = None) -> str:
 def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import csv
 
-    from lightning_srop.plots import _aligned_names, _report_values, compare, save_figure
+    from lightning_srop.plots import compare, save_figure
+    from lightning_srop.report import aligned_names
 
     if args.labels is not None and len(args.labels) != len(args.reports):
         parser.error(
@@ -974,8 +963,12 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     for source in args.reports:
         path = Path(source)
         if path.is_dir():
-            runs = _runs_module(f"the run directory {source!r}")
-            found = runs.read_run(path, prefix=args.prefix)
+            from lightning_srop.runs import read_run
+
+            try:
+                found = read_run(path, prefix=args.prefix)
+            except (ValueError, OSError) as err:
+                parser.error(_one_line(str(err)))
             if not found:
                 parser.error(f"{source!r}: no SROP scalars with prefix {args.prefix!r}.")
             report = found[-1]
@@ -995,10 +988,10 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     labels = _unique(args.labels if args.labels is not None else defaults)
     try:
         figure = compare(reports, labels, log=args.log, unit=args.unit, title=args.title)
-        columns = [_report_values(r, "mean", args.unit, "compare") for r in reports]
+        columns = [r.values("mean", args.unit) for r in reports]
     except ValueError as err:
         parser.error(_one_line(str(err)))
-    names = _aligned_names(reports)
+    names = aligned_names(reports)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = save_figure(figure, out / "compare.png")
@@ -1020,52 +1013,31 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     import json
 
-    from lightning_srop import plots
+    from lightning_srop.plots import plot_over_epochs, save_figure
+    from lightning_srop.runs import read_run, to_csv
 
     run = Path(args.run)
     if not run.exists():
         parser.error(f"{args.run!r}: no such run directory.")
-    runs = _runs_module("export")
-    reports: list[SROPReport] = list(runs.read_run(run, prefix=args.prefix))
+    try:
+        reports = read_run(run, prefix=args.prefix)
+    except (ValueError, OSError) as err:
+        parser.error(_one_line(str(err)))
     if not reports:
         parser.error(f"{args.run!r}: no SROP scalars with prefix {args.prefix!r}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    rows: list[dict[str, Any]] = []
-    for report in reports:
-        for row in report.rows():
-            rows.append({"epoch": report.epoch, "step": report.step, **row})
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    import csv
-
     csv_path = out / "srop.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
+    to_csv(reports, csv_path)
     json_path = out / "srop.json"
     json_path.write_text(
         json.dumps({"run": str(run), "reports": [r.to_dict() for r in reports]}) + "\n"
     )
-
-    plot_over_epochs = getattr(plots, "plot_over_epochs", None)
-    if plot_over_epochs is not None:
+    try:
         figure = plot_over_epochs(reports, statistic=args.statistic)
-    else:  # older plots module: draw the same curves from {layer: [(epoch, value)]}
-        history: dict[str, list[tuple[int, float]]] = {}
-        for index, report in enumerate(reports):
-            epoch = report.epoch if report.epoch is not None else index
-            for layer in report:
-                history.setdefault(layer.name, []).append(
-                    (epoch, layer.stats.get(args.statistic, math.nan))
-                )
-        figure = plots.plot_srop_over_epochs(
-            history, title=f"{args.statistic} SROP over training: {run.name}"
-        )
-    png = plots.save_figure(figure, out / "srop.png")
+    except ValueError as err:
+        parser.error(_one_line(str(err)))
+    png = save_figure(figure, out / "srop.png")
 
     shown = reports[-6:]
     header = [

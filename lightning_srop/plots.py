@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Final
 
 import numpy as np
 
-from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.report import LayerReport, SROPReport, aligned_names
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -323,26 +323,6 @@ def save_figure(figure: Figure, path: str | os.PathLike[str]) -> Path:
     return target
 
 
-def _report_values(report: SROPReport, key: str, unit: str, where: str) -> dict[str, float]:
-    """``{layer: statistic}`` of one report in the requested unit."""
-    measured_in = report.options.get("unit", "layer")
-    out: dict[str, float] = {}
-    for layer in report.layers:
-        value = _stat(layer, key)
-        if unit != measured_in:
-            down = layer.meta.downscale if layer.meta is not None else None
-            if down is None or unit == "layer":
-                raise ValueError(
-                    f"{where}: cannot show layer {layer.name!r} in unit={unit!r}: it was measured "
-                    f"in unit={measured_in!r}"
-                    + ("" if unit == "layer" else " and its downscaling is unknown")
-                    + "."
-                )
-            value = value / down
-        out[layer.name] = value
-    return out
-
-
 def plot_reports(
     reports: Sequence[SROPReport],
     *,
@@ -385,7 +365,7 @@ def plot_reports(
         )
     if unit not in ("layer", "input"):
         raise ValueError(f"{where}: expected `unit` to be one of 'layer', 'input'; got {unit!r}.")
-    names = _aligned_names(reports)
+    names = aligned_names(reports)
     if labels is None:
         labels = [r.label or r.model or f"report {i}" for i, r in enumerate(reports)]
     if ax is None:
@@ -398,11 +378,11 @@ def plot_reports(
     x = np.arange(len(names), dtype=np.float64)
     colors = _layer_colors(len(reports))
     for report, label, color in zip(reports, labels, colors, strict=True):
-        mean = _report_values(report, "mean", unit, where)
+        mean = report.values("mean", unit)
         y = np.array([mean.get(n, math.nan) for n in names])
         if quartiles:
-            q25 = _report_values(report, "q25", unit, where)
-            q75 = _report_values(report, "q75", unit, where)
+            q25 = report.values("q25", unit)
+            q75 = report.values("q75", unit)
             lo = np.array([q25.get(n, math.nan) for n in names])
             hi = np.array([q75.get(n, math.nan) for n in names])
             band = np.isfinite(lo) & np.isfinite(hi)
@@ -427,21 +407,6 @@ def plot_reports(
     if len(reports) > 1 or quartiles:
         ax.legend(loc="best", fontsize="small")
     return figure
-
-
-def _aligned_names(reports: Sequence[SROPReport]) -> list[str]:
-    """Every layer name, in forward order; a layer only a later report has follows its
-    predecessor in that report."""
-    names: list[str] = []
-    for report in reports:
-        position = 0
-        for layer in sorted(report.layers, key=lambda r: r.depth):
-            if layer.name in names:
-                position = names.index(layer.name) + 1
-            else:
-                names.insert(position, layer.name)
-                position += 1
-    return names
 
 
 def compare(

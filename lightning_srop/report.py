@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["LayerMeta", "LayerReport", "SROPReport"]
+__all__ = ["LayerMeta", "LayerReport", "SROPReport", "aligned_names"]
 
 #: Version of the JSON layout written by :meth:`SROPReport.to_json`.
 REPORT_FORMAT: Final[int] = 1
@@ -199,6 +199,32 @@ def _meta_from_dict(data: Mapping[str, Any]) -> LayerMeta:
     )
 
 
+def aligned_names(reports: Sequence[SROPReport]) -> list[str]:
+    """Every layer name of ``reports`` in forward order, for drawing or tabulating them together.
+
+    A layer only a later report has follows its predecessor in that report.
+
+    Examples:
+        >>> import numpy as np
+        >>> def report(*names):
+        ...     none = np.zeros(0)
+        ...     return SROPReport(tuple(LayerReport(n, {}, none, none, none, depth=d)
+        ...                             for d, n in enumerate(names)))
+        >>> aligned_names([report("conv1", "pool", "fc"), report("conv1", "blur", "pool")])
+        ['conv1', 'blur', 'pool', 'fc']
+    """
+    names: list[str] = []
+    for report in reports:
+        position = 0
+        for layer in sorted(report.layers, key=lambda r: r.depth):
+            if layer.name in names:
+                position = names.index(layer.name) + 1
+            else:
+                names.insert(position, layer.name)
+                position += 1
+    return names
+
+
 #: Statistics shown by :meth:`SROPReport.table` unless told otherwise.
 TABLE_STATS: Final[tuple[str, ...]] = ("mean", "q25", "median", "q75", "count", "flat_fraction")
 
@@ -314,6 +340,36 @@ class SROPReport:
                 f"{', '.join(STATISTICS)}."
             )
         return {r.name: {s: r.stats[s] for s in keys} for r in self.layers}
+
+    def values(self, statistic: str = "mean", unit: str = "layer") -> dict[str, float]:
+        """``{layer: statistic}`` in ``unit`` (``"layer"`` or ``"input"``), NaN where undefined.
+
+        A report measured in layer units is shown per input pixel by dividing each layer's
+        value by its downscaling (``meta.downscale``); the other way round is not possible.
+
+        Raises:
+            ValueError: an unknown unit, or a conversion the report cannot make.
+        """
+        if unit not in ("layer", "input"):
+            raise ValueError(
+                f"SROPReport.values: expected `unit` to be one of 'layer', 'input'; got {unit!r}."
+            )
+        measured_in = self.options.get("unit", "layer")
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            value = float(layer.stats.get(statistic, layer.extra.get(statistic, math.nan)))
+            if unit != measured_in:
+                down = layer.meta.downscale if layer.meta is not None else None
+                if down is None or unit == "layer":
+                    raise ValueError(
+                        f"SROPReport.values: cannot show layer {layer.name!r} in unit={unit!r}: "
+                        f"it was measured in unit={measured_in!r}"
+                        + ("" if unit == "layer" else " and its downscaling is unknown")
+                        + "."
+                    )
+                value /= down
+            out[layer.name] = value if math.isfinite(value) else math.nan
+        return out
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import os
 import runpy
 import subprocess
 import sys
-import types
 import urllib.error
 from pathlib import Path
 
@@ -403,15 +402,12 @@ def test_compare_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> N
     assert "missing.json" in line
 
 
-def _fake_runs(reports: list[SROPReport], calls: list[tuple[Path, str]]) -> types.ModuleType:
-    module = types.ModuleType("lightning_srop.runs")
-
-    def read_run(path: Path, prefix: str = "srop") -> list[SROPReport]:
-        calls.append((Path(path), prefix))
-        return reports
-
-    module.read_run = read_run  # type: ignore[attr-defined]
-    return module
+def _saved_run(directory: Path, reports: list[SROPReport]) -> Path:
+    """A run directory as ``SROPCallback(save_reports=True)`` leaves it: one JSON per epoch."""
+    directory.mkdir(parents=True)
+    for report in reports:
+        report.to_json(directory / f"epoch={report.epoch}-step={report.step}.json")
+    return directory
 
 
 def _epoch_reports() -> list[SROPReport]:
@@ -427,12 +423,9 @@ def _epoch_reports() -> list[SROPReport]:
 def test_export_writes_csv_json_png(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    reports, calls = _epoch_reports(), []
-    monkeypatch.setitem(sys.modules, "lightning_srop.runs", _fake_runs(reports, calls))
-    run, out = tmp_path / "version_0", tmp_path / "exp"
-    run.mkdir()
-    assert main(["export", str(run), "--prefix", "val_srop", "--out", str(out)]) == 0
-    assert calls == [(run, "val_srop")]
+    reports = _epoch_reports()
+    run, out = _saved_run(tmp_path / "version_0", reports), tmp_path / "exp"
+    assert main(["export", str(run), "--out", str(out)]) == 0
     with (out / "srop.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["epoch"], r["layer"]) for r in rows] == [
@@ -451,10 +444,8 @@ def test_compare_reads_run_directories_through_runs(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     a, _, _, _ = _saved_reports(tmp_path)
-    reports, calls = _epoch_reports(), []
-    monkeypatch.setitem(sys.modules, "lightning_srop.runs", _fake_runs(reports, calls))
-    run = tmp_path / "version_3"
-    run.mkdir()
+    reports = _epoch_reports()
+    run = _saved_run(tmp_path / "version_3", reports)
     out = tmp_path / "cmp"
     assert main(["compare", str(a), str(run), "--out", str(out)]) == 0
     with (out / "compare.csv").open() as handle:
@@ -464,18 +455,11 @@ def test_compare_reads_run_directories_through_runs(
     assert float(row[2]) == reports[-1]["0"].stats["mean"]
 
 
-@pytest.mark.parametrize("command", ["export", "compare"])
-def test_missing_runs_module_is_one_clear_line(
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-    command: str,
+def test_export_of_a_directory_without_srop_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "lightning_srop.runs", None)  # import fails
-    run = tmp_path / "version_0"
+    run = tmp_path / "empty_run"
     run.mkdir()
-    code = main([command, str(run), "--out", str(tmp_path / "out")])
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert code == 1 and len(lines) == 1
-    assert lines[0].startswith(f"{PROG} {command}: error: ")
-    assert "lightning_srop.runs" in lines[0]
+    line = _error_line(capsys, ["export", str(run), "--out", str(tmp_path / "out")])
+    assert line.startswith(f"{PROG} export: error: read_run: nothing SROP-like in ")
+    assert "TensorBoard event files" in line

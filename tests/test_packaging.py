@@ -391,7 +391,14 @@ def test_wheel_contents(dists: dict[str, Path], metadata: email.message.Message)
     assert package == sorted([*_package_modules(), "lightning_srop/py.typed"])
     assert sorted(n for n in names if n.startswith(dist_info)) == sorted(
         f"{dist_info}/{n}"
-        for n in ("METADATA", "WHEEL", "RECORD", "top_level.txt", "licenses/LICENSE")
+        for n in (
+            "METADATA",
+            "WHEEL",
+            "RECORD",
+            "top_level.txt",
+            "entry_points.txt",  # the `lightning-srop` command
+            "licenses/LICENSE",
+        )
     )
     assert not [n for n in names if n.startswith(("tests/", "recipes/", "benchmarks/"))]
     assert license_text == (ROOT / "LICENSE").read_text()
