@@ -469,7 +469,17 @@ def test_changelog_has_this_version(metadata: email.message.Message) -> None:
 #: Imported, deliberately undeclared: Triton ships inside CUDA builds of PyTorch and is
 #: optional (a fallback runs without it).
 UNDECLARED_OK = {"triton"}
-FIRST_PARTY = {"lightning_srop", "recipes", "conftest", "_srop_reference", "_wandb_reader"}
+# The repository's own modules: the package, the recipes and the tests' helpers.
+FIRST_PARTY = {
+    "lightning_srop",
+    "recipes",
+    "tests",
+    "conftest",
+    "_srop_reference",
+    "_wandb_reader",
+    "_cli_module",
+    "test_robustness",
+}
 
 
 def _imports(path: Path) -> tuple[set[str], set[str]]:
@@ -541,7 +551,7 @@ def _distributions_of(modules: set[str]) -> dict[str, set[str]]:
 @pytest.mark.parametrize(
     ("files", "eager_in", "lazy_in"),
     [
-        ("lightning_srop/**/*.py", ("",), ("", "tensorboard", "wandb", "plots")),
+        ("lightning_srop/**/*.py", ("",), ("", "tensorboard", "wandb", "plots", "pandas", "cli")),
         ("recipes/**/*.py", ("recipes",), ("recipes",)),
         ("tests/*.py", ("test",), ("test",)),
         ("benchmarks/*.py", ("recipes",), ("recipes",)),
