@@ -469,7 +469,8 @@ def plot(
         title="over epochs: solid trained, dotted shuffled labels",
     )
     ax_epochs.grid(alpha=0.3)
-    ax_epochs.legend(fontsize=7, loc="lower left", ncol=2)
+    if ax_epochs.get_legend_handles_labels()[0]:
+        ax_epochs.legend(fontsize=7, loc="lower left", ncol=2)
     fig.suptitle(f"Training stages: {data}")
     save_figure(fig, path)
     return path
