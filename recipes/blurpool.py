@@ -41,8 +41,10 @@ class BlurPool2d(nn.Module):
         channels: number of channels (the filter is applied to each one separately).
         filter_size: taps of the binomial filter (1 = plain subsampling, 3 = [1, 2, 1], ...).
         stride: subsampling factor.
-        pad_mode: padding of the borders before filtering (``"reflect"`` as in the paper;
-            falls back to ``"replicate"`` on maps too small to reflect).
+        pad_mode: padding of the borders before filtering: ``"reflect"`` as in the paper's
+            ``antialiased-cnns`` (falls back to ``"replicate"`` on maps too small to reflect),
+            ``"replicate"``, or ``"zeros"`` as in kornia's ``BlurPool2D`` (then the two agree
+            exactly, see ``tests/test_experiments.py``). Away from the borders all agree.
 
     Example:
         >>> pool = BlurPool2d(3, filter_size=3)
@@ -56,6 +58,10 @@ class BlurPool2d(nn.Module):
         self, channels: int, filter_size: int = 3, stride: int = 2, pad_mode: str = "reflect"
     ) -> None:
         super().__init__()
+        if pad_mode not in ("reflect", "replicate", "zeros"):
+            raise ValueError(
+                f"pad_mode must be one of 'reflect', 'replicate', 'zeros'; got {pad_mode!r}"
+            )
         self.channels, self.filter_size, self.stride, self.pad_mode = (
             channels,
             filter_size,
@@ -71,7 +77,7 @@ class BlurPool2d(nn.Module):
         if mode == "reflect" and min(x.shape[-2:]) <= max(self.pad):
             mode = "replicate"
         if any(self.pad):
-            x = F.pad(x, self.pad, mode=mode)
+            x = F.pad(x, self.pad, mode="constant" if mode == "zeros" else mode)
         return F.conv2d(x, self.filt.to(x.dtype), stride=self.stride, groups=x.shape[1])
 
     def extra_repr(self) -> str:

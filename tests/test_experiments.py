@@ -1,11 +1,13 @@
-"""The paper's sanity checks as experiments: tiny runs through their command-line entry points,
-CSV and PNG read back; effect directions checked only where robust at this size."""
+"""The paper's sanity checks as experiments: tiny runs (2 seeds) through their command-line
+entry points, CSVs and PNGs read back and checked for consistency (columns, conditions, seeds,
+intervals holding their means, verdicts following the stated rule); effect directions checked
+only where they held for every seed tried at this size."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,13 +15,40 @@ import torch
 from PIL import Image
 
 from recipes.experiments import architecture_variation, input_variation, training_stages
+from recipes.experiments._common import RULE, SUMMARY_COLUMNS, VERDICTS, read_csv, verdict
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+    comments, rows = read_csv(path)
+    assert comments == []
+    return rows
+
+
+def _read_summary(path: Path, key_columns: list[str], seeds: int) -> list[dict[str, str]]:
+    """Read a summary CSV and check it: the rule line, the columns, intervals holding their
+    means, verdicts following the rule from the written interval."""
+    comments, rows = read_csv(path)
+    assert comments == [f"rule: {RULE}"]
+    assert rows and list(rows[0]) == [*key_columns, *SUMMARY_COLUMNS]
+    directions = {"< 0": -1, "> 0": 1}
+    for row in rows:
+        mean, low, high = (float(row[k]) for k in ("mean", "low", "high"))
+        assert 0 < int(row["seeds"]) <= seeds, row
+        assert low <= mean <= high, row
+        if row["paper_direction"] == "none":
+            assert row["verdict"] == "n/a"
+        else:
+            assert row["verdict"] in VERDICTS
+            assert row["verdict"] == verdict(low, high, directions[row["paper_direction"]]), row
+    return rows
+
+
+def _pick(rows: list[dict[str, str]], **match: Any) -> dict[str, str]:
+    found = [r for r in rows if all(r[k] == str(v) for k, v in match.items())]
+    assert len(found) == 1, (match, found)
+    return found[0]
 
 
 def _assert_png(path: Path, min_width: int = 600) -> None:
@@ -60,7 +89,7 @@ def test_mix_cases() -> None:
 
 
 def test_input_variation_end_to_end(tmp_path: Path) -> None:
-    rows = input_variation.main(
+    rows, table = input_variation.main(
         [
             "--out-dir",
             str(tmp_path),
@@ -68,61 +97,95 @@ def test_input_variation_end_to_end(tmp_path: Path) -> None:
             "0",
             "0.9",
             "--epochs",
-            "4",
+            "3",
             "--max-train",
-            "500",
+            "400",
             "--max-val",
-            "150",
+            "100",
+            "--seeds",
+            "2",
         ]
     )
-    table = _read_csv(tmp_path / "input_variation.csv")
-    assert len(table) == len(rows) == 4
-    assert [(r["case"], float(r["w"])) for r in table] == [
-        ("I", 0.0),
-        ("I", 0.9),
-        ("II", 0.0),
-        ("II", 0.9),
-    ]
-    layer_cols = [
-        f"{kind}/{layer}"
-        for kind in ("mixed_srop", "pattern_srop")
-        for layer in input_variation.LAYERS
-    ]
-    assert list(table[0]) == [
+    raw = _read_csv(tmp_path / "input_variation.csv")
+    layers = list(input_variation.LAYERS)
+    assert list(raw[0]) == [
+        "seed",
         "case",
         "w",
+        "layer",
+        "depth",
         "accuracy",
-        "input_srop",
-        "mixed_srop",
         "pattern_srop",
-        *layer_cols,
+        "mixed_srop",
+        "input_srop",
     ]
-    for row in table:
-        values = [float(v) for k, v in row.items() if k != "case"]
-        assert all(math.isfinite(v) for v in values)
-        assert 0.0 <= float(row["accuracy"]) <= 1.0
-        assert all(0.0 < float(row[c]) < math.sqrt(2) / 2 for c in layer_cols)
-        means = [float(row[f"mixed_srop/{layer}"]) for layer in input_variation.LAYERS]
-        assert float(row["mixed_srop"]) == pytest.approx(sum(means) / len(means), rel=1e-5)
-    by = {(r["case"], float(r["w"])): r for r in table}
-    # w = 0: both cases see the very same digits and train the very same model
-    for key in ("accuracy", "mixed_srop", "input_srop"):
-        assert by[("I", 0.0)][key] == by[("II", 0.0)][key]
-    # the same pattern bank in both cases: input spectra agree, only the labels differ
-    assert float(by[("I", 0.9)]["input_srop"]) == pytest.approx(
-        float(by[("II", 0.9)]["input_srop"]), abs=0.02
+    assert len(raw) == len(rows) == 2 * 2 * 2 * len(layers)
+    assert {(r["seed"], r["case"], float(r["w"])) for r in raw} == {
+        (s, c, w) for s in ("0", "1") for c in ("I", "II") for w in (0.0, 0.9)
+    }
+    for r in raw:
+        assert 0.0 <= float(r["accuracy"]) <= 1.0
+        for k in ("pattern_srop", "mixed_srop", "input_srop"):
+            assert 0.0 < float(r[k]) < math.sqrt(2) / 2
+    by = {(r["seed"], r["case"], float(r["w"]), r["layer"]): r for r in raw}
+    for s in ("0", "1"):
+        # w = 0: both cases see the very same digits and train the very same model
+        for layer in layers:
+            a, b = by[(s, "I", 0.0, layer)], by[(s, "II", 0.0, layer)]
+            assert (a["accuracy"], a["mixed_srop"]) == (b["accuracy"], b["mixed_srop"])
+        # the same pattern bank in both cases: input spectra agree, only the labels differ
+        assert float(by[(s, "I", 0.9, layers[0])]["input_srop"]) == pytest.approx(
+            float(by[(s, "II", 0.9, layers[0])]["input_srop"]), abs=0.02
+        )
+    summary = _read_summary(
+        tmp_path / "input_variation_summary.csv", ["w", "layer", "depth"], seeds=2
     )
-    # robust direction: a label-carrying pattern is learnable, a random one is not
-    assert float(by[("I", 0.9)]["accuracy"]) > float(by[("II", 0.9)]["accuracy"]) + 0.3
-    assert float(by[("II", 0.9)]["accuracy"]) < 0.4
-    # the paper's claim, which held at this size for seeds 0, 1 and 2 (margins 0.004 to 0.018):
-    # the trained network keeps a useful pattern's SROP lower than a noise pattern's
-    assert float(by[("I", 0.9)]["pattern_srop"]) < float(by[("II", 0.9)]["pattern_srop"])
+    assert len(summary) == len(table)
+    # per w: accuracy of both cases and their difference; per w and layer (and the mean over
+    # layers): both cases' pattern SROP and the difference
+    assert len(summary) == 2 * (3 + (len(layers) + 1) * 3)
+    for w in ("0", "0.9"):
+        for layer in [*layers, "mean over layers"]:
+            _pick(summary, w=w, layer=layer, quantity="pattern_srop[I] - pattern_srop[II]")
+    # robust: a label-carrying pattern is learnable, a random one is not (every seed)
+    acc = _pick(summary, w="0.9", layer="-", quantity="accuracy[I] - accuracy[II]")
+    assert acc["verdict"] == "holds" and float(acc["low"]) > 0.3
+    assert float(_pick(summary, w="0.9", layer="-", quantity="accuracy[II]")["high"]) < 0.4
+    # w = 0: the same model in both cases; the difference of accuracies is exactly 0
+    same = _pick(summary, w="0", layer="-", quantity="accuracy[I] - accuracy[II]")
+    assert float(same["mean"]) == 0.0 and same["verdict"] == "inconclusive"
     _assert_png(tmp_path / "input_variation.png")
 
 
 # --------------------------------------------------------------------------------------------
 # architecture variation
+
+
+def _check_architecture(
+    tmp_path: Path, seeds: int
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    raw = _read_csv(tmp_path / "architecture_variation.csv")
+    assert list(raw[0]) == [
+        "seed",
+        "part",
+        "model",
+        "layer",
+        "kind",
+        "kernel",
+        "stride",
+        "srop",
+        "benchmark_srop",
+        "normalized",
+    ]
+    assert sorted({int(r["seed"]) for r in raw}) == list(range(seeds))
+    for row in raw:
+        srop, bench, norm = (float(row[k]) for k in ("srop", "benchmark_srop", "normalized"))
+        assert all(math.isfinite(v) and v > 0 for v in (srop, bench, norm))
+        assert norm == pytest.approx(srop / bench, rel=1e-4)
+    summary = _read_summary(
+        tmp_path / "architecture_variation_summary.csv", ["part", "model", "layer", "kind"], seeds
+    )
+    return raw, summary
 
 
 def test_architecture_variation_end_to_end(tmp_path: Path) -> None:
@@ -138,111 +201,245 @@ def test_architecture_variation_end_to_end(tmp_path: Path) -> None:
             "resnet18",
             "resnet18_blurpool",
             "vgg16",
-            "--num-random",
+            "--seeds",
             "2",
         ]
     )
-    table = _read_csv(tmp_path / "architecture_variation.csv")
-    assert list(table[0]) == [
-        "part",
-        "model",
-        "layer",
-        "kind",
-        "kernel",
-        "stride",
-        "srop",
-        "benchmark_srop",
-        "normalized",
-        "normalized_std",
-    ]
-    for row in table:
-        srop, bench, norm = (float(row[k]) for k in ("srop", "benchmark_srop", "normalized"))
-        assert all(math.isfinite(v) and v > 0 for v in (srop, bench, norm))
-        assert norm == pytest.approx(srop / bench, rel=1e-4)
-    ops = {r["layer"]: float(r["normalized"]) for r in table if r["part"] == "op"}
-    assert ops["maxpool k2 s2 (VGG, benchmark)"] == 1.0  # the benchmark against itself
+    raw, summary = _check_architecture(tmp_path, 2)
+    ops = {r["layer"]: r for r in summary if r["part"] == "op" and r["quantity"] == "normalized"}
+    bench = ops[architecture_variation.BENCHMARK]
+    assert (bench["mean"], bench["low"], bench["high"]) == ("1", "1", "1")  # against itself
     # VGG's pools are the benchmark pool itself, applied to their own inputs
-    vgg = [float(r["normalized"]) for r in table if r["model"] == "vgg16"]
-    assert len(vgg) == 5 and all(v == 1.0 for v in vgg)
+    vgg = [float(r["normalized"]) for r in raw if r["model"] == "vgg16"]
+    assert len(vgg) == 2 * 5 and all(v == 1.0 for v in vgg)
     # robust directions on natural images: low-pass before subsampling lowers SROP
-    assert ops["blurpool5 s2"] < ops["blurpool3 s2"] < ops["avgpool k2 s2"] < 1.0
-    assert ops["random conv k3 s2"] > 1.0
-    resnet = {r["layer"]: float(r["normalized"]) for r in table if r["model"] == "resnet18"}
-    blur = {r["layer"]: float(r["normalized"]) for r in table if r["model"] == "resnet18_blurpool"}
-    assert list(resnet) == list(blur) and len(resnet) == 8  # the same units, matched by name
-    assert resnet["conv1"] == pytest.approx(blur["conv1"])  # same weights, unchanged stem
-    assert blur["maxpool"] < resnet["maxpool"]
-    assert sum(blur.values()) < sum(resnet.values())
+    for name in ("blurpool3 s2", "blurpool5 s2", "maxblurpool (max k2 s1 + blur3 s2)"):
+        assert _pick(summary, layer=name, quantity="normalized - 1")["verdict"] == "holds"
+    assert float(ops["random conv k3 s2"]["low"]) > 1.0
+    diff = "normalized - normalized[resnet18]"
+    units = [r for r in summary if r["model"] == "resnet18_blurpool" and r["quantity"] == diff]
+    assert len(units) == 8 + 1  # the same units, matched by name, and their mean
+    stem = _pick(units, layer="conv1")  # same weights, unchanged stem: exactly no difference
+    assert float(stem["mean"]) == 0.0 and stem["verdict"] == "inconclusive"
+    assert _pick(units, layer="maxpool")["verdict"] == "holds"
+    assert _pick(units, layer="all units (mean)")["verdict"] == "holds"
     _assert_png(tmp_path / "architecture_variation.png")
 
 
-def test_architecture_variation_image_dir(tmp_path: Path) -> None:
-    images = tmp_path / "images" / "class_a"
-    images.mkdir(parents=True)
+def _image_folder(root: Path, per_class: int = 3) -> Path:
     rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(images / f"{i}.png")
-    loaded = architecture_variation.load_images(str(tmp_path / "images"), 5, 32, seed=0)
-    assert loaded.shape == (3, 3, 32, 32) and 0.0 <= float(loaded.min()) <= float(loaded.max()) <= 1
+    for label in ("n01440764", "n01443537"):
+        folder = root / label
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.JPEG", format="JPEG")
+    return root
+
+
+def _random_instead_of_pretrained(monkeypatch: pytest.MonkeyPatch) -> list[str | None]:
+    """No download here: ``build_model(arch, "DEFAULT")`` builds random weights instead, and
+    records which weights were asked for."""
+    import recipes.imagenet
+
+    asked: list[str | None] = []
+    real = recipes.imagenet.build_model
+
+    def fake(arch: str, weights: str | None = None, **kwargs: Any) -> torch.nn.Module:
+        asked.append(weights)
+        return real(arch, None, **kwargs)
+
+    monkeypatch.setattr(recipes.imagenet, "build_model", fake)
+    return asked
+
+
+def test_architecture_variation_image_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _image_folder(tmp_path / "val")
+    loaded = architecture_variation.load_images(str(images), 4, 32, seed=0)
+    assert loaded.shape == (4, 3, 32, 32) and 0.0 <= float(loaded.min()) <= float(loaded.max()) <= 1
+    # each seed draws another choice of images; all of them when there are fewer
+    assert not torch.equal(loaded, architecture_variation.load_images(str(images), 4, 32, seed=1))
+    assert architecture_variation.load_images(str(images), 50, 32, seed=0).shape[0] == 6
     with pytest.raises(FileNotFoundError, match="no images"):
         architecture_variation.load_images(str(tmp_path / "missing"), 5, 32, seed=0)
     with pytest.raises(SystemExit):
         architecture_variation.main(["--models", "resnet19"])
+    asked = _random_instead_of_pretrained(monkeypatch)
+    out = tmp_path / "out"
+    architecture_variation.main(
+        [
+            "--out-dir",
+            str(out),
+            "--image-dir",
+            str(images),
+            "--num-images",
+            "4",
+            "--image-size",
+            "64",
+            "--models",
+            "resnet18",
+            "--weights",
+            "DEFAULT",
+            "--seeds",
+            "2",
+        ]
+    )
+    assert "DEFAULT" in asked
+    _check_architecture(out, 2)
+    _assert_png(out / "architecture_variation.png")
+
+
+def test_blurpool_equals_kornia() -> None:
+    """recipes.blurpool.BlurPool2d is kornia's BlurPool2D / MaxBlurPool2D with zero padding,
+    and agrees with it away from the borders with antialiased-cnns' reflect padding."""
+    kornia = pytest.importorskip("kornia")
+    from recipes.blurpool import BlurPool2d
+
+    x = torch.randn(2, 3, 17, 16)
+    for size in range(1, 6):
+        theirs = kornia.filters.BlurPool2D(size, stride=2)(x)
+        torch.testing.assert_close(BlurPool2d(3, size, 2, pad_mode="zeros")(x), theirs)
+        ours = BlurPool2d(3, size, 2)(x)
+        assert ours.shape == theirs.shape
+        torch.testing.assert_close(ours[..., 1:-1, 1:-1], theirs[..., 1:-1, 1:-1])
+    max_blur = torch.nn.Sequential(torch.nn.MaxPool2d(2, 1), BlurPool2d(3, 3, 2, pad_mode="zeros"))
+    torch.testing.assert_close(max_blur(x), kornia.filters.MaxBlurPool2D(3, 2, 2)(x))
+    with pytest.raises(ValueError, match="pad_mode"):
+        BlurPool2d(3, pad_mode="circular")
 
 
 # --------------------------------------------------------------------------------------------
 # training stages
 
 
-def test_training_stages_end_to_end(tmp_path: Path) -> None:
-    training_stages.main(
-        ["--out-dir", str(tmp_path), "--epochs", "2", "--max-train", "400", "--num-profile", "64"]
-    )
-    table = _read_csv(tmp_path / "training_stages.csv")
-    assert list(table[0]) == [
-        "stage",
-        "epoch",
+def test_shuffled_labels_are_a_permutation() -> None:
+    labels = torch.arange(200) % 10
+    shuffled = training_stages.shuffled_labels(labels, seed=3)
+    assert torch.equal(torch.sort(shuffled).values, torch.sort(labels).values)  # a permutation
+    assert torch.equal(shuffled, training_stages.shuffled_labels(labels, seed=3))  # seeded
+    assert not torch.equal(shuffled, training_stages.shuffled_labels(labels, seed=4))
+    assert float((shuffled == labels).float().mean()) < 0.25  # chance level is 0.1
+
+
+def _check_stages(path: Path, seeds: int) -> list[dict[str, str]]:
+    raw = _read_csv(path)
+    assert list(raw[0]) == [
+        "seed",
         "layer",
         "depth",
-        "downscale",
+        "condition",
+        "epoch",
+        "accuracy",
         "mean_srop",
         "log_mean_srop",
-        "accuracy",
+        "flat_fraction",
     ]
-    stages = list(dict.fromkeys(r["stage"] for r in table))
-    assert stages == ["randomized", "epoch 1", "trained", "ds"]
-    layers = list(training_stages.LAYERS)
-    for stage in stages:
-        sel = [r for r in table if r["stage"] == stage]
-        assert [r["layer"] for r in sel] == layers
-        assert [int(r["downscale"]) for r in sel] == [1, 2, 2, 4, 4]
-        for r in sel:
+    assert sorted({int(r["seed"]) for r in raw}) == list(range(seeds))
+    assert {r["condition"] for r in raw} <= set(training_stages.CONDITIONS)
+    for r in raw:
+        if math.isfinite(float(r["mean_srop"])):
             assert float(r["log_mean_srop"]) == pytest.approx(
                 math.log(float(r["mean_srop"])), abs=1e-5
             )
             assert 0.0 < float(r["mean_srop"]) < math.sqrt(2) / 2
-            if stage != "ds":
-                assert 0.0 <= float(r["accuracy"]) <= 1.0
-    # "ds" at full resolution is the input's own SROP; pooling to the same size gives equal values
-    ds = {r["layer"]: float(r["mean_srop"]) for r in table if r["stage"] == "ds"}
-    assert (
-        ds["features.pool1"] == ds["features.conv2"] and ds["features.down"] == ds["features.conv3"]
+        assert 0.0 <= float(r["flat_fraction"]) <= 1.0
+    return raw
+
+
+def test_training_stages_end_to_end(tmp_path: Path) -> None:
+    training_stages.main(
+        [
+            "--out-dir",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--max-train",
+            "300",
+            "--num-profile",
+            "64",
+            "--seeds",
+            "2",
+        ]
     )
+    raw = _check_stages(tmp_path / "training_stages.csv", 2)
+    layers = list(training_stages.LAYERS)
+    for s in ("0", "1"):
+        mine = [r for r in raw if r["seed"] == s]
+        conditions = [(r["condition"], int(r["epoch"])) for r in mine]
+        assert list(dict.fromkeys(conditions)) == [
+            ("randomized", 0),
+            ("trained", 1),
+            ("trained", 2),
+            ("shuffled_labels", 1),
+            ("shuffled_labels", 2),
+            ("ds", -1),
+        ]
+        for condition, epoch in dict.fromkeys(conditions):
+            sel = [r for r in mine if (r["condition"], int(r["epoch"])) == (condition, epoch)]
+            assert [r["layer"] for r in sel] == layers
+            assert [int(r["depth"]) for r in sel] == list(range(len(layers)))
+            accuracy = {r["accuracy"] for r in sel}
+            assert len(accuracy) == 1  # one accuracy per model and stage
+            value = float(accuracy.pop())
+            assert math.isnan(value) if condition == "ds" else 0.0 <= value <= 1.0
+        # "ds": pooling to the same size gives equal values
+        ds = {r["layer"]: r["mean_srop"] for r in mine if r["condition"] == "ds"}
+        assert ds["features.pool1"] == ds["features.conv2"]
+        assert ds["features.down"] == ds["features.conv3"]
+    summary = _read_summary(tmp_path / "training_stages_summary.csv", ["layer", "depth"], seeds=2)
+    for layer in layers:
+        for quantity in (
+            "mean_srop[randomized]",
+            "mean_srop[trained]",
+            "mean_srop[shuffled_labels]",
+            "mean_srop[ds]",
+            "log_srop[trained - randomized]",
+            "log_srop[trained - shuffled_labels]",
+            "spearman[accuracy, mean_srop]",
+        ):
+            _pick(summary, layer=layer, quantity=quantity)
+    for condition in ("trained", "shuffled_labels"):
+        _pick(summary, layer="-", quantity=f"accuracy[{condition}]")
     _assert_png(tmp_path / "training_stages.png")
+    _assert_png(tmp_path / "training_stages_reports.png", min_width=500)
+    import json
+
+    from lightning_srop import SROPReport
+
+    saved = json.loads((tmp_path / "training_stages_reports.json").read_text())
+    assert list(saved) == ["randomized", "trained", "shuffled_labels"]
+    report = SROPReport.from_dict(saved["trained"])
+    assert report.names == layers and report.label == "trained"
 
 
-def test_training_stages_profile_matches_spectral_rolloff() -> None:
-    from lightning_srop import spectral_rolloff
-    from recipes.experiments._common import capture
-    from recipes.mnist import SmallCNN
-
-    torch.manual_seed(0)
-    model = SmallCNN().eval()
-    x = torch.randn(8, 1, 28, 28)
-    means = training_stages._profile(model, x)
-    with torch.no_grad(), capture(model, training_stages.LAYERS) as store:
-        model(x)
-    for name in training_stages.LAYERS:
-        srop = spectral_rolloff(store[name].double())
-        expected = float(srop[~srop.isnan()].mean())
-        assert means[name] == pytest.approx(expected, abs=1e-4)
+def test_training_stages_pretrained_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    images = _image_folder(tmp_path / "val")
+    asked = _random_instead_of_pretrained(monkeypatch)
+    out = tmp_path / "out"
+    training_stages.main(
+        [
+            "--out-dir",
+            str(out),
+            "--image-dir",
+            str(images),
+            "--arch",
+            "resnet18",
+            "--weights",
+            "DEFAULT",
+            "--num-images",
+            "4",
+            "--image-size",
+            "64",
+            "--seeds",
+            "2",
+        ]
+    )
+    assert asked.count("DEFAULT") == 2 and asked.count(None) == 2
+    raw = _check_stages(out / "training_stages.csv", 2)
+    assert {r["condition"] for r in raw} == {"randomized", "trained", "ds"}
+    assert {r["layer"] for r in raw} >= {"conv1", "maxpool", "layer4.1.conv2"}
+    summary = _read_summary(out / "training_stages_summary.csv", ["layer", "depth"], seeds=2)
+    assert all("shuffled" not in r["quantity"] for r in summary)
+    _pick(summary, layer="conv1", quantity="log_srop[trained - randomized]")
+    with pytest.raises(SystemExit):
+        training_stages.main(["--image-dir", str(images), "--arch", "resnet19"])

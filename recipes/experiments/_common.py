@@ -1,4 +1,5 @@
-"""Helpers shared by the experiments: data, training, hooks, SROP means, CSV output."""
+"""Helpers shared by the experiments: data, training, SROP through the package's public API
+(:func:`lightning_srop.profile`), seed statistics (bootstrap intervals, verdicts), CSV output."""
 
 from __future__ import annotations
 
@@ -7,31 +8,55 @@ import csv
 import math
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_srop import spectral_rolloff
+from lightning_srop import SROPReport, profile
 
 __all__ = [
+    "RULE",
+    "VERDICTS",
     "Timer",
     "add_common_arguments",
     "benchmark_pool",
-    "capture",
+    "bootstrap_interval",
     "digit_data",
+    "downscale_bank",
+    "ds_means",
     "evaluate",
-    "mean_srop",
+    "imagenet_normalize",
+    "layer_means",
+    "load_images",
     "parse_args",
+    "read_csv",
+    "save_reports",
+    "seed_list",
+    "spearman",
+    "summarize",
     "train_model",
+    "verdict",
     "write_csv",
 ]
+
+#: The verdicts of :func:`verdict`.
+VERDICTS: Final[tuple[str, ...]] = ("holds", "reversed", "inconclusive")
+
+#: How a verdict is decided; written as the first line of every summary CSV.
+RULE: Final[str] = (
+    "per-seed paired difference d (paper direction: d < 0 unless stated); 95 % percentile "
+    "bootstrap interval of the mean of d over seeds (10000 resamples, numpy default_rng(0)); "
+    "interval entirely on the paper's side of 0 -> holds; entirely on the other side -> "
+    "reversed; containing 0 -> inconclusive. With 3 seeds the interval is [min, max] of the "
+    "seed values, so holds means every seed agrees"
+)
 
 
 def digit_data(
@@ -126,61 +151,247 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> f
     return correct / max(len(y), 1)
 
 
-def mean_srop(maps: Tensor, roll_percent: float = 0.85) -> float:
-    """Mean SROP over all maps of ``maps`` (``(..., H, W)``), flat maps left out; NaN if none."""
-    srop = spectral_rolloff(maps.float(), roll_percent)
-    srop = srop[~torch.isnan(srop)]
-    return float(srop.mean()) if srop.numel() else math.nan
+def layer_means(
+    model: nn.Module, x: Tensor, layers: Sequence[str] | None = None, **changes: Any
+) -> dict[str, float]:
+    """Mean SROP of each measured layer of ``model`` on ``x`` (``{name: mean}``), measured by
+    :func:`lightning_srop.profile` (eval mode, no grad); ``layers=None`` = profile's default
+    choice (every conv and pooling layer)."""
+    report = profile(model, x, layers=None if layers is None else list(layers), **changes)
+    return {layer.name: layer.stats["mean"] for layer in report}
 
 
-def benchmark_pool(x: Tensor, times: int = 1) -> Tensor:
-    """The paper's benchmark downscaling: max pooling with kernel 2 and stride 2, ``times`` times."""
-    for _ in range(times):
-        x = F.max_pool2d(x, kernel_size=2, stride=2)
-    return x
+def benchmark_pool(times: int = 1) -> nn.Sequential:
+    """The paper's benchmark downscaling as a module: max pooling with kernel 2 and stride 2,
+    ``times`` times (``times = 0``: identity)."""
+    return nn.Sequential(*[nn.MaxPool2d(kernel_size=2, stride=2) for _ in range(times)])
 
 
-@contextmanager
-def capture(
-    model: nn.Module, names: Iterable[str], *, inputs: bool = False
-) -> Iterator[dict[str, Tensor]]:
-    """Record the outputs (and with ``inputs``, ``{name}:in`` the first inputs) of named modules.
+def downscale_bank(times: int) -> nn.Sequential:
+    """A module whose children ``x1``, ``x2``, ``x4``, ... output the input after 0, 1, 2, ...
+    benchmark pools: profile it to get the SROP of "downscaling alone" (the paper's ``ds``)."""
+    children: list[tuple[str, nn.Module]] = [("x1", nn.Identity())]
+    children += [(f"x{2 ** (i + 1)}", nn.MaxPool2d(kernel_size=2, stride=2)) for i in range(times)]
+    return nn.Sequential(OrderedDict(children))
 
-    The hooks exist only inside the ``with`` block; the dict is filled by forward passes inside
-    it (the last pass wins).
+
+def ds_means(x: Tensor, downscales: Iterable[float]) -> dict[int, float]:
+    """``{downscale: mean SROP of x after log2(downscale) benchmark pools}`` via ``profile``."""
+    times = {max(0, round(math.log2(d))) for d in downscales}
+    report = profile(downscale_bank(max(times)), x, layers=[f"x{2**t}" for t in sorted(times)])
+    return {2**t: report[f"x{2**t}"].stats["mean"] for t in sorted(times)}
+
+
+IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+
+def load_images(image_dir: str | None, num: int, size: int, seed: int) -> Tensor:
+    """``num`` RGB images in [0, 1] as ``(num, 3, size, size)``.
+
+    ``image_dir=None``: random crops (``seed``) of scikit-learn's two sample photos (offline).
+    Else the images under ``image_dir`` (recursive; an ImageNet-style ``val/<class>/*.JPEG``
+    folder works): a seeded random choice of ``num`` of them (all if fewer), each resized
+    (short side) and center-cropped to ``size``, as torchvision's evaluation transform does.
     """
-    modules = dict(model.named_modules())
-    store: dict[str, Tensor] = {}
-    handles = []
-    for name in names:
-        if name not in modules:
-            raise KeyError(f"no module named {name!r}; some valid names: {list(modules)[:20]}")
+    if image_dir is None:
+        from recipes.data import photo_crops
 
-        def hook(module: nn.Module, args: tuple[Any, ...], output: Any, name: str = name) -> None:
-            store[name] = output.detach()
-            if inputs:
-                store[f"{name}:in"] = args[0].detach()
+        return photo_crops(num, size, seed=seed)
+    from PIL import Image
+    from torchvision import transforms as T
 
-        handles.append(modules[name].register_forward_hook(hook))
-    try:
-        yield store
-    finally:
-        for handle in handles:
-            handle.remove()
+    root = Path(image_dir)
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+    paths = (
+        sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes) if root.is_dir() else []
+    )
+    if not paths:
+        raise FileNotFoundError(
+            f"no images (*.jpg, *.png, ...) found under {root}: give --image-dir a folder of "
+            "images, e.g. an ImageNet validation folder, or leave it out to use the sample photos"
+        )
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed))
+    chosen = [paths[i] for i in order[:num].tolist()]
+    transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
+    return torch.stack([transform(Image.open(p).convert("RGB")) for p in chosen])
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
-    """Write ``rows`` (dicts with the same keys) to ``path``; floats with 6 significant digits."""
+def imagenet_normalize(images: Tensor) -> Tensor:
+    """ImageNet mean/std normalization of ``(N, 3, H, W)`` images in [0, 1]."""
+    return (images - IMAGENET_MEAN) / IMAGENET_STD
+
+
+# --------------------------------------------------------------------------------------------
+# statistics over seeds
+
+
+def seed_list(seed: int, seeds: int) -> list[int]:
+    """The seeds of a run: ``seed, seed + 1, ..., seed + seeds - 1``."""
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    return [seed + i for i in range(seeds)]
+
+
+def bootstrap_interval(
+    values: Sequence[float], *, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean of ``values`` and its percentile bootstrap interval.
+
+    Resamples ``values`` with replacement ``resamples`` times (``numpy.random.default_rng(seed)``,
+    so the interval is reproducible), takes each resample's mean and returns the
+    ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of those means. One value gives
+    ``(v, v, v)``. NaN values are an error (a missing measurement must not pass silently).
+    """
+    data = np.asarray(list(values), dtype=np.float64)
+    if data.size == 0:
+        raise ValueError("bootstrap_interval: no values")
+    if not np.all(np.isfinite(data)):
+        raise ValueError(f"bootstrap_interval: non-finite values {data.tolist()}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"bootstrap_interval: level must be in (0, 1), got {level}")
+    mean = float(data.mean())
+    if data.size == 1:
+        return mean, mean, mean
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    # the interval holds the mean (float rounding of equal values aside)
+    return mean, float(min(low, mean)), float(max(high, mean))
+
+
+def verdict(low: float, high: float, direction: int = -1) -> str:
+    """The verdict for a difference whose interval is ``[low, high]`` (see :data:`RULE`).
+
+    ``direction = -1``: the paper expects the difference below 0; ``+1``: above 0.
+    """
+    if direction not in (-1, 1):
+        raise ValueError(f"direction must be -1 or +1, got {direction}")
+    if low > high:
+        raise ValueError(f"verdict: low {low} > high {high}")
+    if high < 0.0:
+        return "holds" if direction == -1 else "reversed"
+    if low > 0.0:
+        return "holds" if direction == 1 else "reversed"
+    return "inconclusive"
+
+
+#: Summary columns after an experiment's own key columns.
+SUMMARY_COLUMNS: Final[tuple[str, ...]] = (
+    "quantity",
+    "paper_direction",
+    "seeds",
+    "mean",
+    "low",
+    "high",
+    "verdict",
+)
+
+#: Colors of the verdicts in figures (``n/a``: a quantity the paper states no direction for).
+VERDICT_COLORS: Final[dict[str, str]] = {
+    "holds": "tab:green",
+    "reversed": "tab:red",
+    "inconclusive": "tab:gray",
+    "n/a": "black",
+}
+
+
+def summarize(
+    key: Mapping[str, Any], quantity: str, values: Sequence[float], direction: int | None = None
+) -> dict[str, Any]:
+    """One summary row: ``key`` columns, then :data:`SUMMARY_COLUMNS`.
+
+    ``values`` are per-seed values of ``quantity``; with ``direction`` (-1: the paper expects
+    them below 0, +1: above) they are a paired difference and get a :func:`verdict`, without
+    it the verdict is ``n/a``. NaN values (a layer whose maps were all flat in some seed, e.g.
+    dead ReLUs feeding it) are left out and ``seeds`` counts the values used; with none left
+    the row has NaN statistics and, with a direction, the verdict ``inconclusive``.
+    """
+    finite = [float(v) for v in values if math.isfinite(v)]
+    if finite:
+        mean, low, high = bootstrap_interval(finite)
+    else:
+        mean = low = high = math.nan
+    if direction is None:
+        decided = "n/a"
+    else:
+        decided = verdict(low, high, direction) if finite else "inconclusive"
+    return {
+        **key,
+        "quantity": quantity,
+        "paper_direction": {None: "none", -1: "< 0", 1: "> 0"}[direction],
+        "seeds": len(finite),
+        "mean": mean,
+        "low": low,
+        "high": high,
+        "verdict": decided,
+    }
+
+
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation of ``a`` and ``b`` (average ranks for ties); NaN when one
+    of them is constant."""
+    x, y = _ranks(a), _ranks(b)
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(
+            f"spearman: need two sequences of equal length >= 2, got {len(x)}, {len(y)}"
+        )
+    x, y = x - x.mean(), y - y.mean()
+    norm = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum()) / norm if norm > 0 else math.nan
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    data = np.asarray(list(values), dtype=np.float64)
+    order = np.argsort(data, kind="stable")
+    ranks = np.empty(len(data), dtype=np.float64)
+    ranks[order] = np.arange(len(data), dtype=np.float64)
+    for value in np.unique(data):
+        tied = data == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def write_csv(
+    path: Path, rows: Sequence[Mapping[str, Any]], *, comments: Sequence[str] = ()
+) -> Path:
+    """Write ``rows`` (dicts with the same keys) to ``path``; floats with 6 significant digits.
+
+    Each of ``comments`` becomes a leading ``# ...`` line (e.g. ``rule: ...``); read the file
+    back with :func:`read_csv`.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     if not rows:
         raise ValueError("no rows to write")
     with path.open("w", newline="") as handle:
+        for comment in comments:
+            handle.write(f"# {comment}\n")
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             writer.writerow(
                 {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
             )
+    return path
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """``(comment lines without '# ', rows)`` of a CSV written by :func:`write_csv`."""
+    with path.open() as handle:
+        lines = handle.read().splitlines()
+    comments = [line[2:] for line in lines if line.startswith("# ")]
+    body = [line for line in lines if not line.startswith("#")]
+    return comments, list(csv.DictReader(body))
+
+
+def save_reports(path: Path, reports: Mapping[str, SROPReport]) -> Path:
+    """Save labelled reports as one JSON file: ``{label: report JSON}``."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        json.dumps({k: json.loads(r.with_label(k).to_json()) for k, r in reports.items()}) + "\n"
+    )
     return path
 
 
@@ -206,7 +417,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, training: bool) -> 
         parser.add_argument(
             "--max-train", type=int, default=None, help="keep this many train images"
         )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="first seed")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -219,6 +436,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, training: bool) -> 
 def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     """Parse ``argv`` and apply ``--threads``."""
     args = parser.parse_args(argv)
+    if getattr(args, "seeds", 1) < 1:
+        parser.error(f"--seeds must be >= 1, got {args.seeds}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     return args

@@ -3,20 +3,28 @@
 SROPs of downscaling layers, normalized by the paper's benchmark: a max pooling of kernel 2 and
 stride 2 applied to the same input (``normalized = mean SROP(layer(x)) / mean SROP(maxpool2(x))``,
 so the benchmark itself scores exactly 1; a layer of stride 4 is compared with two benchmark
-pools). Two parts:
+pools). Every SROP is measured with :func:`lightning_srop.profile`. Two parts:
 
 - ``op``: single layers on the images: max pooling as in AlexNet (k3 s2) and VGG (k2 s2, the
-  benchmark), ResNet's (k3 s2 p1), average pooling, binomial blur pooling (Zhang 2019), plain
-  subsampling, and randomized (Kaiming-initialized) strided convolutions, averaged over seeds;
-- ``model``: every downscaling unit inside whole networks (random weights by default):
-  ResNet-18 and its anti-aliased twin (same weights, blur-pooled downsampling), AlexNet and
-  VGG-16; each unit's output SROP against the benchmark pool of the unit's own input.
+  benchmark), ResNet's (k3 s2 p1), average pooling, binomial blur pooling (Zhang 2019; the
+  blur is :class:`recipes.blurpool.BlurPool2d`, equal to kornia's ``BlurPool2D`` /
+  ``MaxBlurPool2D`` up to the border padding), plain subsampling, and randomized
+  (Kaiming-initialized, one per seed) strided convolutions;
+- ``model``: every downscaling unit inside whole networks (random weights initialized with the
+  seed, or pretrained with ``--weights DEFAULT``): ResNet-18 and its anti-aliased twin (same
+  weights, blur-pooled downsampling), AlexNet and VGG-16; each unit's output SROP against the
+  benchmark pool of the unit's own input.
 
-The paper's claim: anti-aliased (blur-pooled) layers and models lower SROP.
+Each seed draws other images (other crops of the sample photos, or another random choice from
+``--image-dir``) and, with random weights, other weights. The paper's claim: anti-aliased
+(blur-pooled) layers and models lower SROP. ``architecture_variation_summary.csv`` gives, per
+layer, the normalized SROP over seeds with a 95 % bootstrap interval and, where the paper states
+a direction, a verdict: blur-pooling ops against the benchmark (``normalized - 1 < 0``) and each
+unit of the blur-pooled ResNet-18 against the same unit of the plain one (paired by seed).
 
 Run::
 
-    python -m recipes.experiments.architecture_variation              # sample photos, offline
+    python -m recipes.experiments.architecture_variation --threads 1    # sample photos, offline
     python -m recipes.experiments.architecture_variation --image-dir /datasets/imagenet/val \\
         --num-images 256 --image-size 224 --weights DEFAULT
 """
@@ -25,75 +33,98 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_srop import profile
+from lightning_srop.plots import save_figure
 from recipes.blurpool import BlurPool2d
 from recipes.experiments._common import (
+    RULE,
+    VERDICT_COLORS,
     Timer,
     add_common_arguments,
     benchmark_pool,
-    capture,
-    mean_srop,
+    imagenet_normalize,
+    load_images,
     parse_args,
+    seed_list,
+    summarize,
     write_csv,
 )
 
-__all__ = ["MODELS", "downscaling_units", "load_images", "main", "run"]
+__all__ = ["MODELS", "OPS", "downscaling_units", "load_images", "main", "run"]
 
 MODELS: tuple[str, ...] = ("resnet18", "resnet18_blurpool", "alexnet", "vgg16")
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+BENCHMARK = "maxpool k2 s2 (VGG, benchmark)"
+
+#: name -> (module key, kernel, stride, kind) of the parameter-free single layers of part ``op``.
+OPS: dict[str, tuple[str, int, int, str]] = {
+    BENCHMARK: ("max_k2", 2, 2, "max"),
+    "maxpool k3 s2 (AlexNet)": ("max_k3", 3, 2, "max"),
+    "maxpool k3 s2 p1 (ResNet)": ("max_k3p1", 3, 2, "max"),
+    "avgpool k2 s2": ("avg_k2", 2, 2, "avg"),
+    "avgpool k3 s2": ("avg_k3", 3, 2, "avg"),
+    "maxblurpool (max k2 s1 + blur3 s2)": ("maxblur", 2, 2, "blur"),
+    "blurpool3 s2": ("blur3", 3, 2, "blur"),
+    "blurpool5 s2": ("blur5", 5, 2, "blur"),
+    "subsample s2": ("subsample", 1, 2, "subsample"),
+}
+RANDOM_CONV_KERNELS: tuple[int, ...] = (2, 3, 7)
 
 
-def load_images(image_dir: str | None, num: int, size: int, seed: int) -> Tensor:
-    """``num`` RGB images in [0, 1] as ``(num, 3, size, size)``: crops of scikit-learn's sample
-    photos when ``image_dir`` is None, else the first images (sorted paths, recursive) of
-    ``image_dir`` resized and center-cropped."""
-    if image_dir is None:
-        from recipes.data import photo_crops
-
-        return photo_crops(num, size, seed=seed)
-    from PIL import Image
-    from torchvision import transforms as T
-
-    root = Path(image_dir)
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-    paths = (
-        sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes) if root.is_dir() else []
-    )
-    if not paths:
-        raise FileNotFoundError(
-            f"no images (*.jpg, *.png, ...) found under {root}: give --image-dir a folder of "
-            "images, e.g. an ImageNet validation folder, or leave it out to use the sample photos"
-        )
-    transform = T.Compose([T.Resize(size), T.CenterCrop(size), T.ToTensor()])
-    return torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[:num]])
+class _Subsample(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return x[..., ::2, ::2]
 
 
-def _ops(channels: int) -> dict[str, tuple[Callable[[Tensor], Tensor], int, int, str]]:
-    """name -> (layer, kernel, stride, kind); the parameter-free single layers of part ``op``."""
-    return {
-        "maxpool k2 s2 (VGG, benchmark)": (lambda x: F.max_pool2d(x, 2, 2), 2, 2, "max"),
-        "maxpool k3 s2 (AlexNet)": (lambda x: F.max_pool2d(x, 3, 2), 3, 2, "max"),
-        "maxpool k3 s2 p1 (ResNet)": (lambda x: F.max_pool2d(x, 3, 2, 1), 3, 2, "max"),
-        "avgpool k2 s2": (lambda x: F.avg_pool2d(x, 2, 2), 2, 2, "avg"),
-        "avgpool k3 s2": (lambda x: F.avg_pool2d(x, 3, 2, 1), 3, 2, "avg"),
-        "maxblurpool (max k2 s1 + blur3 s2)": (
-            lambda x: BlurPool2d(channels, 3, 2)(F.max_pool2d(x, 2, 1)),
-            2,
-            2,
-            "blur",
-        ),
-        "blurpool3 s2": (BlurPool2d(channels, 3, 2), 3, 2, "blur"),
-        "blurpool5 s2": (BlurPool2d(channels, 5, 2), 5, 2, "blur"),
-        "subsample s2": (lambda x: x[..., ::2, ::2], 1, 2, "subsample"),
+class _Bank(nn.Module):
+    """Applies every op to the same input (so one ``profile`` call measures them all)."""
+
+    def __init__(self, ops: dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.ops = nn.ModuleDict(ops)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for op in self.ops.values():
+            op(x)
+        return x
+
+
+class _Probe(nn.Module):
+    """A downscaling unit with the benchmark pool beside it, fed the unit's own input."""
+
+    def __init__(self, unit: nn.Module, times: int) -> None:
+        super().__init__()
+        self.unit, self.bench = unit, benchmark_pool(times)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.bench(x)
+        return self.unit(x)  # type: ignore[no-any-return]
+
+
+def _op_bank(channels: int, seed: int) -> _Bank:
+    modules: dict[str, nn.Module] = {
+        "max_k2": nn.MaxPool2d(2, 2),
+        "max_k3": nn.MaxPool2d(3, 2),
+        "max_k3p1": nn.MaxPool2d(3, 2, 1),
+        "avg_k2": nn.AvgPool2d(2, 2),
+        "avg_k3": nn.AvgPool2d(3, 2, 1),
+        "maxblur": nn.Sequential(nn.MaxPool2d(2, 1), BlurPool2d(channels, 3, 2)),
+        "blur3": BlurPool2d(channels, 3, 2),
+        "blur5": BlurPool2d(channels, 5, 2),
+        "subsample": _Subsample(),
     }
+    for kernel in RANDOM_CONV_KERNELS:
+        torch.manual_seed(seed * 1000 + kernel)
+        modules[f"conv_k{kernel}"] = nn.Conv2d(
+            channels, 16, kernel, stride=2, padding=(kernel - 1) // 2
+        )
+    return _Bank(modules)
 
 
 def downscaling_units(model: nn.Module) -> list[tuple[str, int]]:
@@ -108,10 +139,113 @@ def downscaling_units(model: nn.Module) -> list[tuple[str, int]]:
     return units
 
 
-def _normalized(out: Tensor, inp: Tensor, stride: int) -> tuple[float, float, float]:
-    times = max(1, round(math.log2(stride)))
-    srop, bench = mean_srop(out), mean_srop(benchmark_pool(inp, times))
-    return srop, bench, srop / bench
+def _op_rows(seed: int, x: Tensor) -> list[dict[str, Any]]:
+    bank = _op_bank(x.shape[1], seed)
+    report = profile(bank, x, layers=[f"ops.{key}" for key in bank.ops])
+    bench = report["ops.max_k2"].stats["mean"]
+    rows = []
+    entries = list(OPS.items()) + [
+        (f"random conv k{k} s2", (f"conv_k{k}", k, 2, "random conv")) for k in RANDOM_CONV_KERNELS
+    ]
+    for name, (key, kernel, stride, kind) in entries:
+        srop = report[f"ops.{key}"].stats["mean"]
+        rows.append(_raw(seed, "op", "-", name, kind, kernel, stride, srop, bench))
+    return rows
+
+
+def _raw(
+    seed: int,
+    part: str,
+    model: str,
+    layer: str,
+    kind: str,
+    kernel: Any,
+    stride: int,
+    srop: float,
+    bench: float,
+) -> dict[str, Any]:
+    return {
+        "seed": seed,
+        "part": part,
+        "model": model,
+        "layer": layer,
+        "kind": kind,
+        "kernel": kernel,
+        "stride": stride,
+        "srop": srop,
+        "benchmark_srop": bench,
+        "normalized": srop / bench,
+    }
+
+
+def _model_rows(
+    seed: int, x: Tensor, arch: str, weights: str | None, units: list[tuple[str, int]]
+) -> list[dict[str, Any]]:
+    from recipes.imagenet import build_model
+
+    torch.manual_seed(seed)  # the same initial weights for resnet18 and its blur twin
+    model = build_model(arch, weights).eval()
+    kinds: dict[str, tuple[str, Any]] = {}
+    for name, stride in units:
+        module = model.get_submodule(name)
+        kind = (
+            "blur"
+            if any(isinstance(m, BlurPool2d) for m in module.modules())
+            else type(module).__name__
+        )
+        kernel = getattr(module, "kernel_size", "-")
+        kinds[name] = (kind, kernel[0] if isinstance(kernel, tuple) else kernel)
+        parent, _, child = name.rpartition(".")
+        holder = model.get_submodule(parent) if parent else model
+        setattr(holder, child, _Probe(module, max(1, round(math.log2(stride)))))
+    layers = [f"{n}.{part}" for n, _ in units for part in ("unit", "bench")]
+    report = profile(model, x, layers=layers)
+    rows = []
+    for name, stride in units:
+        srop, bench = (report[f"{name}.{p}"].stats["mean"] for p in ("unit", "bench"))
+        kind, kernel = kinds[name]
+        rows.append(_raw(seed, "model", arch, name, kind, kernel, stride, srop, bench))
+    return rows
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (part, model, layer): normalized SROP over seeds; verdicts for blur ops against the
+    benchmark and for blur-pooled ResNet-18 units against the plain ones (paper: lower)."""
+    seeds = sorted({r["seed"] for r in rows})
+    keys = list(dict.fromkeys((r["part"], r["model"], r["layer"], r["kind"]) for r in rows))
+    by = {(r["seed"], r["part"], r["model"], r["layer"]): r for r in rows}
+    out: list[dict[str, Any]] = []
+    for part, model, layer, kind in keys:
+        key = {"part": part, "model": model, "layer": layer, "kind": kind}
+        values = [by[(s, part, model, layer)]["normalized"] for s in seeds]
+        out.append(summarize(key, "normalized", values))
+        if part == "op" and kind == "blur":
+            out.append(summarize(key, "normalized - 1", [v - 1 for v in values], direction=-1))
+        plain = model.removesuffix("_blurpool")
+        if part == "model" and plain != model and all((s, part, plain, layer) in by for s in seeds):
+            diffs = [
+                v - by[(s, part, plain, layer)]["normalized"]
+                for s, v in zip(seeds, values, strict=True)
+            ]
+            out.append(summarize(key, f"normalized - normalized[{plain}]", diffs, direction=-1))
+    for model in dict.fromkeys(r["model"] for r in rows if r["part"] == "model"):
+        key = {"part": "model", "model": model, "layer": "all units (mean)", "kind": "-"}
+        per_seed = {
+            s: [r["normalized"] for r in rows if r["model"] == model and r["seed"] == s]
+            for s in seeds
+        }
+        means = {s: sum(v) / len(v) for s, v in per_seed.items()}
+        out.append(summarize(key, "normalized", list(means.values())))
+        plain = model.removesuffix("_blurpool")
+        if plain != model and any(r["model"] == plain for r in rows):
+            plain_means = {
+                s: sum(v) / len(v)
+                for s in seeds
+                for v in [[r["normalized"] for r in rows if r["model"] == plain and r["seed"] == s]]
+            }
+            diffs = [means[s] - plain_means[s] for s in seeds]
+            out.append(summarize(key, f"normalized - normalized[{plain}]", diffs, direction=-1))
+    return out
 
 
 def run(
@@ -122,119 +256,53 @@ def run(
     image_size: int = 128,
     models: Sequence[str] = MODELS,
     weights: str | None = None,
-    num_random: int = 5,
     seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Measure both parts; write ``architecture_variation.csv`` and ``.png``; return rows."""
+    seeds: int = 3,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Measure both parts for every seed; write ``architecture_variation.csv`` (per seed),
+    ``architecture_variation_summary.csv`` (intervals, verdicts) and ``.png``."""
     from recipes.imagenet import build_model
 
     timer = Timer()
-    images = load_images(image_dir, num_images, image_size, seed)
-    x = (images - IMAGENET_MEAN) / IMAGENET_STD
     rows: list[dict[str, Any]] = []
-    bench_srop = mean_srop(benchmark_pool(x))
-    with torch.no_grad():
-        for name, (op, kernel, stride, kind) in _ops(x.shape[1]).items():
-            srop = mean_srop(op(x))
-            rows.append(
-                {
-                    "part": "op",
-                    "model": "-",
-                    "layer": name,
-                    "kind": kind,
-                    "kernel": kernel,
-                    "stride": stride,
-                    "srop": srop,
-                    "benchmark_srop": bench_srop,
-                    "normalized": srop / bench_srop,
-                    "normalized_std": 0.0,
-                }
-            )
-        for kernel in (2, 3, 7):
-            values = []
-            for s in range(num_random):
-                torch.manual_seed(seed + s)
-                conv = nn.Conv2d(x.shape[1], 16, kernel, stride=2, padding=(kernel - 1) // 2)
-                values.append(mean_srop(conv(x)))
-            mean = sum(values) / len(values)
-            std = float(torch.tensor(values).std()) if len(values) > 1 else 0.0
-            rows.append(
-                {
-                    "part": "op",
-                    "model": "-",
-                    "layer": f"random conv k{kernel} s2",
-                    "kind": "random conv",
-                    "kernel": kernel,
-                    "stride": 2,
-                    "srop": mean,
-                    "benchmark_srop": bench_srop,
-                    "normalized": mean / bench_srop,
-                    "normalized_std": std / bench_srop,
-                }
-            )
-        plain_units: dict[str, list[tuple[str, int]]] = {}
+    unit_lists: dict[str, list[tuple[str, int]]] = {}
+    for arch in models:
+        base = arch.removesuffix("_blurpool")  # blur twins: the same names, now blur + layer
+        if base not in unit_lists:
+            unit_lists[base] = downscaling_units(build_model(base, None))
+    for s in seed_list(seed, seeds):
+        x = imagenet_normalize(load_images(image_dir, num_images, image_size, s))
+        rows += _op_rows(s, x)
         for arch in models:
-            torch.manual_seed(seed)  # the same initial weights for resnet18 and its blur twin
-            model = build_model(arch, weights).eval()
-            base = arch.removesuffix("_blurpool")
-            if base not in plain_units:
-                torch.manual_seed(seed)
-                plain_units[base] = downscaling_units(build_model(base, None))
-            units = plain_units[base]  # blur twins: the same names, now blur + layer
-            with capture(model, [n for n, _ in units], inputs=True) as store:
-                model(x)
-            for name, stride in units:
-                module = dict(model.named_modules())[name]
-                kind = (
-                    "blur"
-                    if any(isinstance(m, BlurPool2d) for m in module.modules())
-                    else (type(module).__name__)
-                )
-                srop, bench, normalized = _normalized(store[name], store[f"{name}:in"], stride)
-                rows.append(
-                    {
-                        "part": "model",
-                        "model": arch,
-                        "layer": name,
-                        "kind": kind,
-                        "kernel": getattr(module, "kernel_size", "-"),
-                        "stride": stride,
-                        "srop": srop,
-                        "benchmark_srop": bench,
-                        "normalized": normalized,
-                        "normalized_std": 0.0,
-                    }
-                )
-            model_rows = [r for r in rows if r["model"] == arch]
-            mean_norm = sum(r["normalized"] for r in model_rows) / len(model_rows)
+            rows += _model_rows(s, x, arch, weights, unit_lists[arch.removesuffix("_blurpool")])
+        print(f"seed {s} done ({timer.elapsed:.0f} s)")
+    table = summary(rows)
+    for r in table:
+        if r["quantity"] != "normalized" or r["part"] == "op" or "all" in r["layer"]:
             print(
-                f"{arch:<18} mean normalized SROP over {len(model_rows)} downscaling units: "
-                f"{mean_norm:.3f}  ({timer.elapsed:.0f} s)"
+                f"  {r['model']:<18} {r['layer']:<36} {r['quantity']:<36} {r['mean']:.3f} "
+                f"[{r['low']:.3f}, {r['high']:.3f}]  {r['verdict']}"
             )
-    for r in rows:
-        if isinstance(r["kernel"], tuple):
-            r["kernel"] = r["kernel"][0]
-    for r in rows:
-        if r["part"] == "op":
-            print(f"  {r['layer']:<36} normalized SROP {r['normalized']:.3f}")
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "architecture_variation.csv", rows)
+    write_csv(out_dir / "architecture_variation_summary.csv", table, comments=[f"rule: {RULE}"])
     plot(
-        rows,
+        table,
         out_dir / "architecture_variation.png",
         source=image_dir or f"{num_images} crops of sklearn sample photos",
         weights=weights or "random",
+        seeds=seeds,
     )
-    print(f"wrote {out_dir / 'architecture_variation.csv'} and .png in {timer.elapsed:.0f} s")
-    return rows
+    print(f"wrote {out_dir}/architecture_variation*.csv and .png in {timer.elapsed:.0f} s")
+    return rows, table
 
 
-def plot(rows: Sequence[dict[str, Any]], path: Path, *, source: str, weights: str) -> Path:
-    """Normalized SROP of single layers (left) and of the downscaling units of models (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+def plot(
+    table: Sequence[dict[str, Any]], path: Path, *, source: str, weights: str, seeds: int
+) -> Path:
+    """Normalized SROP of single layers (left) and of the downscaling units of models (right),
+    with 95 % bootstrap intervals over seeds; verdicts as colored labels."""
+    from matplotlib.figure import Figure
 
     colors = {
         "max": "tab:gray",
@@ -243,32 +311,36 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, source: str, weights: st
         "subsample": "tab:orange",
         "random conv": "tab:red",
     }
-    ops = [r for r in rows if r["part"] == "op"]
-    fig, (ax_op, ax_model) = plt.subplots(
-        1, 2, figsize=(14, 5.6), gridspec_kw={"width_ratios": [1, 1.2]}
-    )
-    ys = range(len(ops))
+    fig = Figure(figsize=(15, 6), layout="constrained")
+    ax_op, ax_model = fig.subplots(1, 2, width_ratios=[1, 1.3])
+    ops = [r for r in table if r["part"] == "op" and r["quantity"] == "normalized"]
+    verdicts = {
+        r["layer"]: r["verdict"] for r in table if r["part"] == "op" and r["verdict"] != "n/a"
+    }
+    ys = list(range(len(ops)))
     ax_op.barh(
-        list(ys),
-        [r["normalized"] for r in ops],
-        xerr=[r["normalized_std"] for r in ops],
+        ys,
+        [r["mean"] for r in ops],
+        xerr=[[r["mean"] - r["low"] for r in ops], [r["high"] - r["mean"] for r in ops]],
         color=[colors.get(r["kind"], "k") for r in ops],
         alpha=0.85,
+        capsize=3,
     )
-    ax_op.set_yticks(list(ys))
-    ax_op.set_yticklabels([r["layer"] for r in ops], fontsize=8)
+    ax_op.set_yticks(ys, [r["layer"] for r in ops], fontsize=8)
     ax_op.invert_yaxis()
     ax_op.axvline(1.0, color="k", lw=1, ls="--")
     for y, r in zip(ys, ops, strict=True):
+        v = verdicts.get(r["layer"])
         ax_op.text(
-            r["normalized"] + r["normalized_std"] + 0.015,
+            r["high"] + 0.015,
             y,
-            f"{r['normalized']:.2f}",
+            f"{r['mean']:.2f} [{r['low']:.2f}, {r['high']:.2f}]" + (f"  {v}" if v else ""),
             va="center",
             fontsize=7,
+            color=VERDICT_COLORS[v] if v else "k",
         )
     ax_op.set_xlabel("SROP / SROP of benchmark max pool (k2 s2), same input")
-    ax_op.set_title("single downscaling layers")
+    ax_op.set_title(f"single downscaling layers (bars: 95 % bootstrap over {seeds} seeds)")
     ax_op.grid(axis="x", alpha=0.3)
     styles = {
         "resnet18": ("tab:gray", "o-"),
@@ -276,42 +348,74 @@ def plot(rows: Sequence[dict[str, Any]], path: Path, *, source: str, weights: st
         "alexnet": ("tab:purple", "s--"),
         "vgg16": ("tab:green", "^--"),
     }
-    for arch in dict.fromkeys(r["model"] for r in rows if r["part"] == "model"):
-        sel = [r for r in rows if r["model"] == arch]
+    model_rows = [
+        r
+        for r in table
+        if r["part"] == "model" and r["quantity"] == "normalized" and "all" not in r["layer"]
+    ]
+    diff = {
+        (r["model"], r["layer"]): r["verdict"]
+        for r in table
+        if r["part"] == "model" and r["verdict"] != "n/a"
+    }
+    for arch in dict.fromkeys(r["model"] for r in model_rows):
+        sel = [r for r in model_rows if r["model"] == arch]
         color, style = styles.get(arch, ("k", "o-"))
-        mean = sum(r["normalized"] for r in sel) / len(sel)
-        ax_model.plot(
-            range(len(sel)),
-            [r["normalized"] for r in sel],
-            style,
-            color=color,
-            label=f"{arch} (mean {mean:.2f})",
+        mean = next(
+            r
+            for r in table
+            if r["model"] == arch and "all" in r["layer"] and r["quantity"] == "normalized"
         )
-        if arch.startswith("resnet18"):
-            for i, r in enumerate(sel):
-                if arch == "resnet18":
-                    ax_model.annotate(
-                        r["layer"],
-                        (i, r["normalized"]),
-                        fontsize=6,
-                        rotation=35,
-                        xytext=(2, 4),
-                        textcoords="offset points",
-                    )
+        label = f"{arch} (mean {mean['mean']:.2f})"
+        if (arch, "all units (mean)") in diff:
+            label += f", vs plain: {diff[(arch, 'all units (mean)')]}"
+        xs = list(range(len(sel)))
+        ax_model.errorbar(
+            xs,
+            [r["mean"] for r in sel],
+            yerr=[[r["mean"] - r["low"] for r in sel], [r["high"] - r["mean"] for r in sel]],
+            fmt=style,
+            color=color,
+            capsize=3,
+            label=label,
+        )
+        for i, r in enumerate(sel):
+            v = diff.get((arch, r["layer"]))
+            if v:
+                ax_model.scatter(
+                    [i],
+                    [r["mean"]],
+                    s=90,
+                    facecolors="none",
+                    edgecolors=VERDICT_COLORS[v],
+                    linewidths=2,
+                    zorder=5,
+                )
+            if arch == "resnet18":
+                ax_model.annotate(
+                    r["layer"],
+                    (i, r["mean"]),
+                    fontsize=6,
+                    rotation=35,
+                    xytext=(2, 4),
+                    textcoords="offset points",
+                )
     ax_model.axhline(1.0, color="k", lw=1, ls="--")
     ax_model.set_xlabel("downscaling unit (forward order)")
     ax_model.set_ylabel("normalized SROP")
-    ax_model.set_title(f"downscaling units inside models ({weights} weights)")
+    ax_model.set_title(
+        f"units inside models ({weights} weights); rings: blur vs plain verdict "
+        "(green holds, red reversed, gray inconclusive)",
+        fontsize=9,
+    )
     ax_model.grid(alpha=0.3)
     ax_model.legend(fontsize=8)
     fig.suptitle(f"Architecture variation, normalized by the benchmark max pool (inputs: {source})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -321,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--image-dir",
         default=None,
-        help="folder of images (recursive); default: sklearn's sample photos",
+        help="folder of images (recursive, e.g. ImageNet val); default: sklearn's sample photos",
     )
     parser.add_argument("--num-images", type=int, default=32)
     parser.add_argument("--image-size", type=int, default=128)
@@ -334,9 +438,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument(
         "--weights",
         default=None,
-        help="None (random) or DEFAULT / a torchvision weight name (download)",
+        help="None (random, one init per seed) or DEFAULT / a torchvision weight name (download)",
     )
-    parser.add_argument("--num-random", type=int, default=5, help="seeds per random conv")
     add_common_arguments(parser, training=False)
     args = parse_args(parser, argv)
     from recipes.imagenet import ARCHS
@@ -351,8 +454,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         image_size=args.image_size,
         models=args.models,
         weights=args.weights,
-        num_random=args.num_random,
         seed=args.seed,
+        seeds=args.seeds,
     )
 
 

@@ -1,21 +1,34 @@
-"""Sanity check 3, training stages (the paper's Figure 5).
+"""Sanity check 3, training stages (the paper's Figure 5), with a shuffled-label control.
 
-A small CNN (:class:`recipes.mnist.SmallCNN`) is profiled with :func:`lightning_srop.profile`
-on a fixed validation batch before training ("randomized") and after every epoch, the last one
-being "trained". Reported per layer: the log of the mean SROP (cycles per pixel of the layer's
-grid) and, per stage, the validation accuracy.
+Digits (default) or MNIST (``--data mnist``): per seed, a small CNN
+(:class:`recipes.mnist.SmallCNN`) is initialized with the seed ("randomized") and trained twice
+from that same initialization, with the same optimizer, the same batches and the same number of
+steps: once on the true labels ("trained") and once on a random permutation of them
+("shuffled_labels", the control: the same label counts, no information about the images).
+After every epoch both are profiled with :func:`lightning_srop.profile` on a fixed validation
+batch and scored on the true validation labels. The "ds" condition replaces every learned layer
+by the paper's benchmark pool (max pooling, k2 s2): at each layer, the mean SROP of the input
+images max-pooled down to that layer's resolution.
 
-The "ds" curve replaces the network's intermediate and downscaling layers by the benchmark pool
-(max pooling, kernel 2, stride 2): at each layer it is the mean SROP of the *input images*
-max-pooled down to that layer's resolution, i.e. what downscaling alone does, with no learned
-layer in between. The paper's claims: training lowers the layers' SROP from their randomized
-values (a decrease in SROP = an increase in useful information) and, over training, SROP
-variations move with accuracy.
+ImageNet-style folder (``--image-dir``, with ``--weights DEFAULT``): per seed, a torchvision
+classifier (``--arch``) with random weights ("randomized", initialized with the seed) against
+the pretrained one ("trained"), both profiled on a seeded random choice of the folder's images;
+there is no training here, so no control and no accuracy.
+
+The paper's direction: trained layers have a LOWER SROP than randomized ones (a decrease in
+SROP = an increase in useful information) and, if SROP follows useful information rather than
+training as such, lower than the shuffled-label control; over training, SROP falls as accuracy
+rises (a negative rank correlation). Per layer, ``training_stages_summary.csv`` gives the
+per-seed paired differences of log mean SROP (trained - randomized, trained - shuffled_labels)
+and the Spearman correlation of accuracy and mean SROP over epochs, each as a mean over seeds
+with a 95 % bootstrap interval and a verdict (rule in the file's first line).
 
 Run::
 
-    python -m recipes.experiments.training_stages                  # digits, offline
+    python -m recipes.experiments.training_stages --threads 1                 # digits, offline
     python -m recipes.experiments.training_stages --data mnist --data-dir data --download
+    python -m recipes.experiments.training_stages --image-dir /datasets/imagenet/val \\
+        --arch resnet18 --weights DEFAULT --num-images 256 --image-size 224
 """
 
 from __future__ import annotations
@@ -30,20 +43,28 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from lightning_srop import SROPReport, compare, profile
+from lightning_srop.plots import save_figure
 from recipes.experiments._common import (
+    RULE,
+    VERDICT_COLORS,
     Timer,
     add_common_arguments,
-    benchmark_pool,
-    capture,
     digit_data,
+    ds_means,
     evaluate,
-    mean_srop,
+    imagenet_normalize,
+    load_images,
     parse_args,
+    save_reports,
+    seed_list,
+    spearman,
+    summarize,
     train_model,
     write_csv,
 )
 
-__all__ = ["LAYERS", "StageRecorder", "main", "run"]
+__all__ = ["CONDITIONS", "LAYERS", "StageRecorder", "main", "run", "shuffled_labels"]
 
 LAYERS: tuple[str, ...] = (
     "features.conv1",
@@ -52,24 +73,25 @@ LAYERS: tuple[str, ...] = (
     "features.down",
     "features.conv3",
 )
+CONDITIONS: tuple[str, ...] = ("randomized", "trained", "shuffled_labels", "ds")
 
 
-def _profile(model: torch.nn.Module, x: Tensor) -> dict[str, float]:
-    from lightning_srop import profile
-
-    report = profile(model, x, layers=list(LAYERS))
-    return {name: report[name].stats["mean"] for name in LAYERS}
+def shuffled_labels(labels: Tensor, seed: int) -> Tensor:
+    """A seeded random permutation of ``labels``: the control's training labels."""
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    return labels[order]
 
 
 class StageRecorder(pl.Callback):
     """Profile the model's layers and measure accuracy before training and after each epoch."""
 
-    def __init__(self, x: Tensor, y: Tensor) -> None:
-        self.x, self.y = x, y
-        self.stages: list[tuple[int, float, dict[str, float]]] = []
+    def __init__(self, x: Tensor, y: Tensor, layers: Sequence[str] = LAYERS) -> None:
+        self.x, self.y, self.layers = x, y, list(layers)
+        self.stages: list[tuple[int, float, SROPReport]] = []
 
     def record(self, model: torch.nn.Module, epoch: int) -> None:
-        self.stages.append((epoch, evaluate(model, self.x, self.y), _profile(model, self.x)))
+        report = profile(model, self.x, layers=self.layers, label=f"epoch {epoch}")
+        self.stages.append((epoch, evaluate(model, self.x, self.y), report))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.stages:
@@ -77,6 +99,168 @@ class StageRecorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.record(pl_module, trainer.current_epoch + 1)
+
+
+def _row(
+    seed: int,
+    layer: str,
+    depth: int,
+    condition: str,
+    epoch: int,
+    accuracy: float,
+    srop: float,
+    flat: float = 0.0,
+) -> dict[str, Any]:
+    """One CSV row; ``flat`` is the share of the layer's maps without SROP (constant maps,
+    e.g. behind dead ReLUs): all flat gives ``mean_srop`` NaN."""
+    return {
+        "seed": seed,
+        "layer": layer,
+        "depth": depth,
+        "condition": condition,
+        "epoch": epoch,
+        "accuracy": accuracy,
+        "mean_srop": srop,
+        "log_mean_srop": math.log(srop) if math.isfinite(srop) else math.nan,
+        "flat_fraction": flat,
+    }
+
+
+def _ds_rows(
+    seed: int, x: Tensor, report: SROPReport, layers: Sequence[str]
+) -> list[dict[str, Any]]:
+    downscale = {}
+    for name in layers:
+        meta = report[name].meta
+        downscale[name] = meta.downscale if meta is not None and meta.downscale else 1.0
+    means = ds_means(x, downscale.values())
+    return [
+        _row(seed, name, depth, "ds", -1, math.nan, means[2 ** round(math.log2(downscale[name]))])
+        for depth, name in enumerate(layers)
+    ]
+
+
+def _digits_seed(
+    seed: int,
+    tx: Tensor,
+    ty: Tensor,
+    vx: Tensor,
+    vy: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+) -> tuple[list[dict[str, Any]], dict[str, SROPReport]]:
+    from recipes.mnist import SmallCNN
+
+    rows: list[dict[str, Any]] = []
+    reports: dict[str, SROPReport] = {}
+    for condition, labels in (("trained", ty), ("shuffled_labels", shuffled_labels(ty, seed))):
+        torch.manual_seed(seed)
+        model = SmallCNN()  # the same initial weights for both conditions
+        recorder = StageRecorder(vx, vy)
+        train_model(
+            model, tx, labels, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[recorder]
+        )
+        for epoch, accuracy, report in recorder.stages:
+            if epoch == 0 and condition != "trained":
+                continue  # the control starts from the very same randomized network
+            name = "randomized" if epoch == 0 else condition
+            for depth, layer in enumerate(LAYERS):
+                stats = report[layer].stats
+                rows.append(
+                    _row(
+                        seed,
+                        layer,
+                        depth,
+                        name,
+                        epoch,
+                        accuracy,
+                        stats["mean"],
+                        stats["flat_fraction"],
+                    )
+                )
+        reports.setdefault("randomized", recorder.stages[0][2])
+        reports[condition] = recorder.stages[-1][2]
+    rows += _ds_rows(seed, vx, reports["randomized"], LAYERS)
+    return rows, reports
+
+
+def _pretrained_seed(
+    seed: int, x: Tensor, *, arch: str, weights: str | None
+) -> tuple[list[dict[str, Any]], dict[str, SROPReport]]:
+    from recipes.imagenet import build_model
+
+    torch.manual_seed(seed)
+    randomized = profile(build_model(arch, None), x, label="randomized")
+    trained = profile(build_model(arch, weights), x, label="trained")
+    layers = [n for n in randomized.names if n in trained]
+    rows: list[dict[str, Any]] = []
+    for condition, report in (("randomized", randomized), ("trained", trained)):
+        for depth, layer in enumerate(layers):
+            epoch = 0 if condition == "randomized" else -1
+            stats = report[layer].stats
+            rows.append(
+                _row(
+                    seed,
+                    layer,
+                    depth,
+                    condition,
+                    epoch,
+                    math.nan,
+                    stats["mean"],
+                    stats["flat_fraction"],
+                )
+            )
+    rows += _ds_rows(seed, x, randomized, layers)
+    return rows, {"randomized": randomized, "trained": trained}
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per layer: each condition's mean SROP, the paired log differences trained - randomized
+    and trained - shuffled_labels (paper: < 0), and the Spearman correlation of accuracy and
+    mean SROP over the trained run's epochs (paper: < 0), over seeds, with verdicts."""
+    seeds = sorted({r["seed"] for r in rows})
+    layers = list(dict.fromkeys(r["layer"] for r in rows))
+    out: list[dict[str, Any]] = []
+    for layer in layers:
+        sel = [r for r in rows if r["layer"] == layer]
+        key = {"layer": layer, "depth": sel[0]["depth"]}
+
+        def final(condition: str, seed: int, sel: list[dict[str, Any]] = sel) -> float:
+            last = [r for r in sel if r["condition"] == condition and r["seed"] == seed]
+            return float(max(last, key=lambda r: r["epoch"])["log_mean_srop"])
+
+        present = [c for c in CONDITIONS if any(r["condition"] == c for r in sel)]
+        for condition in present:
+            values = [math.exp(final(condition, s)) for s in seeds]
+            out.append(summarize(key, f"mean_srop[{condition}]", values))
+        for control in ("randomized", "shuffled_labels"):
+            if control in present:
+                diffs = [final("trained", s) - final(control, s) for s in seeds]
+                out.append(summarize(key, f"log_srop[trained - {control}]", diffs, direction=-1))
+        rhos = []
+        for s in seeds:
+            run_ = sorted(
+                (r for r in sel if r["seed"] == s and r["condition"] in ("randomized", "trained")),
+                key=lambda r: r["epoch"],
+            )
+            finite = all(math.isfinite(r["accuracy"] + r["mean_srop"]) for r in run_)
+            if len(run_) > 2 and finite:
+                rhos.append(spearman([r["accuracy"] for r in run_], [r["mean_srop"] for r in run_]))
+        if rhos:
+            out.append(summarize(key, "spearman[accuracy, mean_srop]", rhos, direction=-1))
+    for condition in ("trained", "shuffled_labels"):
+        accs = [
+            max(
+                (r for r in rows if r["seed"] == s and r["condition"] == condition),
+                key=lambda r: r["epoch"],
+            )["accuracy"]
+            for s in seeds
+            if any(r["seed"] == s and r["condition"] == condition for r in rows)
+        ]
+        if accs and all(math.isfinite(a) for a in accs):
+            out.append(summarize({"layer": "-", "depth": -1}, f"accuracy[{condition}]", accs))
+    return out
 
 
 def run(
@@ -89,156 +273,216 @@ def run(
     download: bool = False,
     max_train: int | None = None,
     num_profile: int = 256,
+    image_dir: str | None = None,
+    arch: str = "resnet18",
+    weights: str | None = None,
+    num_images: int = 32,
+    image_size: int = 128,
     seed: int = 0,
-) -> list[dict[str, Any]]:
-    """Train, profile every stage, write ``training_stages.csv`` and ``.png``; return rows."""
-    from recipes.mnist import SmallCNN
-
+    seeds: int = 3,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run every seed; write ``training_stages.csv`` (per seed, layer, condition and epoch),
+    ``training_stages_summary.csv`` (per layer, with intervals and verdicts), the figures
+    ``training_stages.png`` and ``training_stages_reports.png`` and the first seed's reports
+    (``training_stages_reports.json``); return ``(rows, summary rows)``."""
     timer = Timer()
-    tx, ty, vx, vy = digit_data(
-        data, data_dir, download=download, max_train=max_train, max_val=num_profile, seed=seed
-    )
-    tx, vx = (tx - 0.5) / 0.5, (vx - 0.5) / 0.5
-    torch.manual_seed(seed)
-    model = SmallCNN()
-    recorder = StageRecorder(vx, vy)
-    train_model(
-        model, tx, ty, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[recorder]
-    )
-    # each layer's downscaling relative to the input, for the "ds" curve
-    model.eval()
-    with torch.no_grad(), capture(model, LAYERS) as store:
-        model(vx[:1])
-    size = vx.shape[-1]
     rows: list[dict[str, Any]] = []
-    last = recorder.stages[-1][0]
-    for epoch, accuracy, means in recorder.stages:
-        stage = "randomized" if epoch == 0 else ("trained" if epoch == last else f"epoch {epoch}")
-        for depth, name in enumerate(LAYERS):
-            rows.append(
-                {
-                    "stage": stage,
-                    "epoch": epoch,
-                    "layer": name,
-                    "depth": depth,
-                    "downscale": size // store[name].shape[-1],
-                    "mean_srop": means[name],
-                    "log_mean_srop": math.log(means[name]),
-                    "accuracy": accuracy,
-                }
+    first: dict[str, SROPReport] = {}
+    for s in seed_list(seed, seeds):
+        if image_dir is not None:
+            x = imagenet_normalize(load_images(image_dir, num_images, image_size, s))
+            seed_rows, reports = _pretrained_seed(s, x, arch=arch, weights=weights)
+        else:
+            tx, ty, vx, vy = digit_data(
+                data, data_dir, download=download, max_train=max_train, max_val=num_profile, seed=s
             )
-    for depth, name in enumerate(LAYERS):
-        downscale = size // store[name].shape[-1]
-        srop = mean_srop(benchmark_pool(vx, round(math.log2(downscale))))
-        rows.append(
-            {
-                "stage": "ds",
-                "epoch": -1,
-                "layer": name,
-                "depth": depth,
-                "downscale": downscale,
-                "mean_srop": srop,
-                "log_mean_srop": math.log(srop),
-                "accuracy": math.nan,
-            }
+            tx, vx = (tx - 0.5) / 0.5, (vx - 0.5) / 0.5
+            seed_rows, reports = _digits_seed(
+                s, tx, ty, vx, vy, epochs=epochs, batch_size=batch_size
+            )
+        rows += seed_rows
+        first = first or reports
+        accs = {
+            c: max((r for r in seed_rows if r["condition"] == c), key=lambda r: r["epoch"])[
+                "accuracy"
+            ]
+            for c in ("randomized", "trained", "shuffled_labels")
+            if any(r["condition"] == c for r in seed_rows)
+        }
+        print(
+            f"seed {s}: accuracy "
+            + ", ".join(f"{c} {a:.3f}" for c, a in accs.items())
+            + f"  ({timer.elapsed:.0f} s)"
         )
-    for epoch, accuracy, means in recorder.stages:
-        avg = sum(math.log(v) for v in means.values()) / len(means)
-        print(f"epoch {epoch:>2}  acc={accuracy:.3f}  mean log SROP over layers={avg:.4f}")
+    table = summary(rows)
+    source = image_dir and f"{arch} ({weights or 'random'} weights) on {image_dir}"
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(out_dir / "training_stages.csv", rows)
-    plot(rows, out_dir / "training_stages.png", data=data)
-    print(f"wrote {out_dir / 'training_stages.csv'} and .png in {timer.elapsed:.0f} s")
-    return rows
-
-
-def plot(rows: Sequence[dict[str, Any]], path: Path, *, data: str) -> Path:
-    """log mean SROP per layer by stage (left); its change and accuracy over epochs (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    layers = list(dict.fromkeys(r["layer"] for r in rows))
-    short = [name.removeprefix("features.") for name in layers]
-    stages = list(dict.fromkeys(r["stage"] for r in rows))
-    fig, (ax_layers, ax_epochs) = plt.subplots(1, 2, figsize=(13, 4.8))
-    cmap = plt.get_cmap("Blues")
-    epochs = sorted({r["epoch"] for r in rows if r["stage"] != "ds"})
-    for stage in stages:
-        sel = [r for r in rows if r["stage"] == stage]
-        values = [r["log_mean_srop"] for r in sel]
-        if stage == "randomized":
-            ax_layers.plot(short, values, "o-", color="tab:gray", lw=2, label="randomized")
-        elif stage == "trained":
-            ax_layers.plot(
-                short,
-                values,
-                "o-",
-                color="tab:blue",
-                lw=2.2,
-                label=f"trained (acc {sel[0]['accuracy']:.3f})",
+    write_csv(out_dir / "training_stages_summary.csv", table, comments=[f"rule: {RULE}"])
+    save_reports(out_dir / "training_stages_reports.json", first)
+    figure = compare(
+        list(first.values()),
+        list(first),
+        log=True,
+        title=f"seed {seed}: mean SROP per layer, 25-75 % bands",
+    )
+    save_figure(figure, out_dir / "training_stages_reports.png")
+    plot(rows, table, out_dir / "training_stages.png", data=source or data)
+    for r in table:
+        if r["verdict"] != "n/a":
+            print(
+                f"  {r['layer']:<24} {r['quantity']:<38} {r['mean']:+.4f} "
+                f"[{r['low']:+.4f}, {r['high']:+.4f}]  {r['verdict']}"
             )
-        elif stage == "ds":
-            ax_layers.plot(short, values, "k--", marker="x", label="ds (benchmark pools only)")
-        else:
-            shade = 0.3 + 0.5 * sel[0]["epoch"] / max(epochs[-1], 1)
-            ax_layers.plot(short, values, "-", color=cmap(shade), lw=0.9, alpha=0.8)
+    print(f"wrote {out_dir}/training_stages*.csv, .png, .json in {timer.elapsed:.0f} s")
+    return rows, table
+
+
+def plot(
+    rows: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]], path: Path, *, data: str
+) -> Path:
+    """log mean SROP per layer and condition with intervals (left), the trained-vs-control
+    differences and the Spearman correlations with intervals and verdicts (middle), SROP and
+    accuracy over epochs (right)."""
+    from matplotlib.figure import Figure
+
+    from recipes.experiments._common import bootstrap_interval
+
+    layers = [r["layer"] for r in table if r["quantity"] == "mean_srop[randomized]"]
+    short = [name.removeprefix("features.") for name in layers]
+    seeds = sorted({r["seed"] for r in rows})
+    fig = Figure(figsize=(17, 5.2), layout="constrained")
+    ax_layers, ax_diff, ax_epochs = fig.subplots(1, 3, width_ratios=[1.1, 1.1, 1])
+    colors = {
+        "randomized": "tab:gray",
+        "trained": "tab:blue",
+        "shuffled_labels": "tab:orange",
+        "ds": "black",
+    }
+    xs = list(range(len(layers)))
+    for condition in CONDITIONS:
+        sel = [r for r in table if r["quantity"] == f"mean_srop[{condition}]"]
+        if not sel:
+            continue
+        means = [math.log(r["mean"]) for r in sel]
+        err = [
+            [math.log(r["mean"]) - math.log(r["low"]) for r in sel],
+            [math.log(r["high"]) - math.log(r["mean"]) for r in sel],
+        ]
+        ax_layers.errorbar(
+            xs,
+            means,
+            yerr=err,
+            fmt="o-" if condition != "ds" else "x--",
+            capsize=3,
+            color=colors[condition],
+            label=condition,
+        )
+    ax_layers.set_xticks(xs, short, rotation=30 if len(xs) > 6 else 0, fontsize=8)
     ax_layers.set(
-        xlabel="layer",
         ylabel="log mean SROP (layer grid)",
-        title="per layer (thin: intermediate epochs)",
+        title=f"per layer, final epoch; bars: 95 % bootstrap over {len(seeds)} seeds",
     )
     ax_layers.grid(alpha=0.3)
     ax_layers.legend(fontsize=8)
-    ref = {r["layer"]: r["log_mean_srop"] for r in rows if r["stage"] == "randomized"}
-    for i, name in enumerate(layers):
-        pts = sorted(
-            (r["epoch"], r["log_mean_srop"] - ref[name])
-            for r in rows
-            if r["layer"] == name and r["stage"] != "ds"
-        )
-        ax_epochs.plot(
-            [p[0] for p in pts],
-            [p[1] for p in pts],
-            "o-",
-            ms=3,
-            color=plt.get_cmap("viridis")(i / max(len(layers) - 1, 1) * 0.9),
-            label=short[i],
-        )
+    quantities = list(dict.fromkeys(r["quantity"] for r in table if r["verdict"] != "n/a"))
+    width = 0.8 / max(len(quantities), 1)
+    markers = ["o", "s", "^", "D"]
+    for qi, quantity in enumerate(quantities):
+        of_layer = {r["layer"]: r for r in table if r["quantity"] == quantity}
+        for li, layer in enumerate(layers):
+            if layer not in of_layer:
+                continue
+            r = of_layer[layer]
+            x = li + (qi - (len(quantities) - 1) / 2) * width
+            color = VERDICT_COLORS[r["verdict"]]
+            ax_diff.errorbar(
+                [x],
+                [r["mean"]],
+                yerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]],
+                fmt=markers[qi % len(markers)],
+                color=color,
+                capsize=3,
+                label=quantity if li == 0 else None,
+            )
+            ax_diff.annotate(
+                r["verdict"][:5],
+                (x, r["high"]),
+                fontsize=6,
+                ha="center",
+                color=color,
+                xytext=(0, 3),
+                textcoords="offset points",
+                rotation=90,
+            )
+    ax_diff.axhline(0, color="k", lw=0.8)
+    ax_diff.set_xticks(xs, short, rotation=30 if len(xs) > 6 else 0, fontsize=8)
+    ax_diff.set(
+        ylabel="difference / correlation (paper: < 0)",
+        title="paired differences and Spearman rho; color = verdict",
+    )
+    ax_diff.grid(alpha=0.3)
+    ax_diff.legend(fontsize=7, loc="lower left")
+    epochs = sorted({r["epoch"] for r in rows if r["epoch"] >= 0})
+    for condition, style in (("trained", "-"), ("shuffled_labels", ":")):
+        runs = [r for r in rows if r["condition"] in ("randomized", condition)]
+        if not any(r["condition"] == condition for r in runs) or len(epochs) < 2:
+            continue
+        for li, layer in enumerate(layers):
+            ys = []
+            for e in epochs:
+                vals = [r["log_mean_srop"] for r in runs if r["layer"] == layer and r["epoch"] == e]
+                ys.append(sum(vals) / len(vals))
+            ax_epochs.plot(
+                epochs,
+                [y - ys[0] for y in ys],
+                style,
+                marker="o",
+                ms=2,
+                color=_cmap(li, len(layers)),
+                label=f"{short[li]}" if condition == "trained" else None,
+            )
+    if len(epochs) >= 2:
+        twin = ax_epochs.twinx()
+        for condition, style in (("trained", "s-"), ("shuffled_labels", "s:")):
+            runs = [r for r in rows if r["condition"] in ("randomized", condition)]
+            acc = []
+            for e in epochs:
+                lo_hi = [r["accuracy"] for r in runs if r["epoch"] == e and r["depth"] == 0]
+                acc.append(bootstrap_interval(lo_hi) if lo_hi else (math.nan,) * 3)
+            twin.errorbar(
+                epochs,
+                [a[0] for a in acc],
+                yerr=[[a[0] - a[1] for a in acc], [a[2] - a[0] for a in acc]],
+                fmt=style,
+                color="tab:red",
+                capsize=2,
+                label=f"accuracy ({condition})",
+            )
+        twin.set_ylabel("validation accuracy (true labels)", color="tab:red")
+        twin.set_ylim(0, 1.02)
+        twin.legend(fontsize=7, loc="center right")
     ax_epochs.axhline(0, color="k", lw=0.8)
     ax_epochs.set(
         xlabel="epoch (0 = randomized)",
-        ylabel="log SROP - log SROP(randomized)",
-        title="SROP change and accuracy over training",
+        ylabel="log SROP - log SROP(randomized), seed mean",
+        title="over epochs: solid trained, dotted shuffled labels",
     )
     ax_epochs.grid(alpha=0.3)
-    acc = sorted({(r["epoch"], r["accuracy"]) for r in rows if r["stage"] != "ds"})
-    twin = ax_epochs.twinx()
-    twin.plot(
-        [a[0] for a in acc], [a[1] for a in acc], "s-", color="tab:red", lw=2, label="val accuracy"
-    )
-    twin.set_ylabel("validation accuracy", color="tab:red")
-    twin.set_ylim(0, 1.02)
-    lines = ax_epochs.get_legend_handles_labels()
-    more = twin.get_legend_handles_labels()
-    ax_epochs.legend(
-        lines[0] + more[0],
-        lines[1] + more[1],
-        fontsize=8,
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.14),
-        ncol=6,
-        frameon=False,
-    )
-    fig.suptitle(f"Training stages: SmallCNN on {data}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    if ax_epochs.get_legend_handles_labels()[0]:
+        ax_epochs.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.suptitle(f"Training stages: {data}")
+    save_figure(fig, path)
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+def _cmap(i: int, n: int) -> tuple[float, float, float, float]:
+    from matplotlib import colormaps
+
+    return colormaps["viridis"](i / max(n - 1, 1) * 0.9)  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -249,8 +493,26 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         default=256,
         help="validation images profiled and scored at each stage",
     )
+    parser.add_argument(
+        "--image-dir",
+        default=None,
+        help="ImageNet-style image folder: randomized vs pretrained torchvision model instead",
+    )
+    parser.add_argument("--arch", default="resnet18", help="torchvision arch (with --image-dir)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="with --image-dir: DEFAULT or a torchvision weight name (downloads once)",
+    )
+    parser.add_argument("--num-images", type=int, default=32, help="images (with --image-dir)")
+    parser.add_argument("--image-size", type=int, default=128, help="crop size (--image-dir)")
     add_common_arguments(parser, training=True)
     args = parse_args(parser, argv)
+    if args.image_dir is not None:
+        from recipes.imagenet import ARCHS
+
+        if args.arch not in ARCHS:
+            parser.error(f"unknown --arch {args.arch!r}; valid choices: {', '.join(ARCHS)}")
     return run(
         args.out_dir,
         epochs=args.epochs,
@@ -260,7 +522,13 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         download=args.download,
         max_train=args.max_train,
         num_profile=args.num_profile,
+        image_dir=args.image_dir,
+        arch=args.arch,
+        weights=args.weights,
+        num_images=args.num_images,
+        image_size=args.image_size,
         seed=args.seed,
+        seeds=args.seeds,
     )
 
 
