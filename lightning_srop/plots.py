@@ -389,8 +389,11 @@ def plot_reports(
             ax.fill_between(x, lo, hi, where=band, color=color, alpha=0.15, linewidth=0)
         ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, color=color, label=str(label))
     ax.set_xticks(x, names)
-    ax.tick_params(axis="x", labelrotation=60 if len(names) > 6 else 0)
-    if len(names) > 6:
+    # Horizontal labels only while they fit side by side (about 0.085 in per character).
+    longest = max((len(n) for n in names), default=1)
+    fits = len(names) * (0.085 * longest + 0.25) <= figure.get_figwidth() - 1.2
+    if not fits:
+        ax.tick_params(axis="x", labelrotation=60 if len(names) <= 30 else 90)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
             tick.set_rotation_mode("anchor")
