@@ -82,8 +82,6 @@ _NONE_WORDS: Final[frozenset[str]] = frozenset({"none", "all", "auto"})
 _IMAGENET_MEAN: Final[tuple[float, float, float]] = (0.485, 0.456, 0.406)
 _IMAGENET_STD: Final[tuple[float, float, float]] = (0.229, 0.224, 0.225)
 #: Mean and standard deviation of the bundled digits at 28 x 28 (all 1797 images).
-_DIGITS_MEAN: Final[float] = 0.1557
-_DIGITS_STD: Final[float] = 0.2773
 
 
 class _Failure(Exception):
@@ -628,20 +626,12 @@ def _image_transform(size: int, channels: int) -> Callable[[Any], Tensor]:
 
 def _digits(size: int, channels: int) -> Dataset[Any]:
     """scikit-learn's 1797 handwritten digits at ``size`` px (MNIST-like margin), normalized."""
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from sklearn.datasets import load_digits
     from torch.utils.data import TensorDataset
 
-    bunch = load_digits()
-    images = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
-    labels = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
-    inner = max(1, round(size * 20 / 28))
-    images = F.interpolate(images, size=(inner, inner), mode="bilinear", align_corners=False)
-    before = (size - inner) // 2
-    images = F.pad(images, (before, size - inner - before, before, size - inner - before))
-    images = (images.clamp(0.0, 1.0) - _DIGITS_MEAN) / _DIGITS_STD
+    from lightning_srop.data import DIGITS_MEAN, DIGITS_STD, digits_tensors
+
+    images, labels = digits_tensors(size)
+    images = (images - DIGITS_MEAN) / DIGITS_STD
     if channels != 1:
         images = images.expand(-1, channels, -1, -1)
     return TensorDataset(images.contiguous(), labels)
