@@ -718,7 +718,7 @@ class SROPCallback(Callback):
             curves = self.history
             shown = dict(zip(short_names(list(curves)), curves.values(), strict=True))
             figure = plot_srop_over_epochs(
-                shown, unit=unit, title=f"mean SROP per layer, epochs 0-{epoch}"
+                shown, unit=unit, title=f"mean SROP per layer, up to epoch {epoch}", compact=True
             )
             log_figure(image_loggers, figure, tag=f"{self.prefix}/over_epochs", step=step)
         except ModuleNotFoundError as err:

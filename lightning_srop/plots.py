@@ -263,6 +263,7 @@ def plot_srop_over_epochs(
     *,
     unit: str = "cycles / pixel",
     title: str | None = None,
+    compact: bool = False,
 ) -> Figure:
     """Mean SROP of each layer against epoch, next to accuracy against epoch.
 
@@ -273,6 +274,8 @@ def plot_srop_over_epochs(
         accuracy: ``(epoch, accuracy)`` points; when given, a second panel on the right.
         unit: frequency unit for the y label.
         title: figure title; default ``"SROP over training"``.
+        compact: a figure to read as a thumbnail (TensorBoard's image cards): larger fonts,
+            a legend inside the axes.
 
     Returns:
         A new figure with one axes (SROP) or two (SROP, accuracy).
@@ -297,8 +300,12 @@ def plot_srop_over_epochs(
     legend_cols = 1 if n <= 12 else 2 if n <= 30 else 3
     legend_width = 1.9 * legend_cols
     srop_width, acc_width = 6.0, 4.5
+    if compact:
+        srop_width, legend_width = 8.0, 0.0
     width = srop_width + legend_width + (acc_width if accuracy is not None else 0.0)
     figure = _new_figure(width, 4.5)
+    if compact:
+        figure.set_dpi(100)
     if accuracy is not None:
         srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, acc_width])
     else:
@@ -321,14 +328,27 @@ def plot_srop_over_epochs(
     default_title = "SROP over training"
     own_title = default_title if title is None else title
     srop_ax.set_title("mean SROP per layer" if acc_ax is not None else own_title)
-    # A figure legend outside on the right: constrained layout makes room for it.
-    figure.legend(
-        *srop_ax.get_legend_handles_labels(),
-        title="layer (shallow → deep)",
-        loc="outside right upper",
-        fontsize="small",
-        ncols=legend_cols,
-    )
+    if compact:
+        srop_ax.title.set_fontsize(16)
+        for axis_label in (srop_ax.xaxis.label, srop_ax.yaxis.label):
+            axis_label.set_fontsize(14)
+        srop_ax.tick_params(labelsize=13)
+        srop_ax.legend(
+            title="shallow → deep",
+            loc="lower left",
+            fontsize=11 if n <= 8 else 8,
+            ncols=1 if n <= 8 else 3,
+            framealpha=0.8,
+        )
+    else:
+        # A figure legend outside on the right: constrained layout makes room for it.
+        figure.legend(
+            *srop_ax.get_legend_handles_labels(),
+            title="layer (shallow → deep)",
+            loc="outside right upper",
+            fontsize="small",
+            ncols=legend_cols,
+        )
 
     if acc_ax is not None and accuracy is not None:
         epochs, values = _sorted_curve(accuracy, "plot_srop_over_epochs: accuracy")
