@@ -18,8 +18,8 @@ Lifecycle (see ``docs/callback.md``):
 - at ``on_validation_epoch_end`` every process merges the statistics (a collective), puts
   ``{prefix}/{layer}/{stat}`` into ``trainer.callback_metrics`` with
   ``LightningModule.log_dict`` (``sync_dist=False``: the values are already merged and the
-  same on every process), and rank zero writes the scalars to the loggers under tags that sort
-  in forward order (``{prefix}/{NN}-{layer}/{stat}``, ``ordered_tags=True``), a TensorBoard
+  same on every process; also to the loggers, or, with ``ordered_tags=True``, rank zero writes
+  them under tags that sort in forward order, ``{prefix}/{NN}-{layer}/{stat}``), a TensorBoard
   custom-scalars layout and W&B charts (one chart per statistic, every layer a line), one
   histogram per layer, a figure of SROP against depth and one of SROP over the epochs so far.
 """
@@ -106,9 +106,11 @@ class SROPCallback(Callback):
             measured epoch, ``{prefix}/{layer}/change`` = log(mean SROP / baseline mean SROP)
             (also ``LayerReport.extra["change"]``). Negative: SROP fell since initialization.
         ordered_tags: logger tags carry a depth index, ``{prefix}/{NN}-{layer}/{stat}``, so that
-            TensorBoard, W&B and CSV columns sort layers in forward order; the keys of
-            ``trainer.callback_metrics`` (what ``ModelCheckpoint``/``EarlyStopping`` monitor)
-            stay ``{prefix}/{layer}/{stat}``. ``False`` logs the scalars under those keys.
+            TensorBoard's Time Series, W&B panels and CSV columns sort layers in forward order;
+            the keys of ``trainer.callback_metrics`` (what ``ModelCheckpoint``/``EarlyStopping``
+            monitor) stay ``{prefix}/{layer}/{stat}``. ``False`` (the default) logs the scalars
+            under those keys; the Custom Scalars layout and the W&B charts show forward order
+            either way.
         histogram_bins: the most bins of a logged histogram (one bin per occupied value when
             there are fewer, see :func:`lightning_srop.loggers.display_bins`); ``None`` logs
             the measured bins.
@@ -159,7 +161,7 @@ class SROPCallback(Callback):
         log_figure: bool = True,
         prefix: str = "srop",
         baseline: bool = True,
-        ordered_tags: bool = True,
+        ordered_tags: bool = False,
         histogram_bins: int | None = 64,
         save_reports: bool = False,
         repeated: Repeated = "separate",

@@ -289,7 +289,7 @@ def display_bins(
         >>> import numpy as np
         >>> counts = np.zeros(10, dtype=np.int64); counts[[2, 3, 7]] = [4, 1, 2]
         >>> display_bins(counts, np.arange(11.0))
-        (array([4, 1, 2]), array([2. , 3. , 5.5, 8. ]))
+        (array([4, 1, 2]), array([2. , 3. , 5.5, 9.5]))
     """
     if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
         raise ValueError(f"display_bins: expected `max_bins` to be an int >= 1, got {max_bins!r}.")

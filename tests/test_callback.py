@@ -199,7 +199,7 @@ def read_tensorboard(log_dir: Path) -> Any:
 def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
     L.seed_everything(0)
     recorder = WeightRecorder()
-    cb = SROPCallback(stats=("mean", "median", "count", "flat"))
+    cb = SROPCallback(stats=("mean", "median", "count", "flat"), ordered_tags=True)
     tb = TensorBoardLogger(tmp_path, name="tb", version=0)
     csv_logger = CSVLogger(tmp_path, name="csv", version=0)
     train, val = loaders()
@@ -297,7 +297,7 @@ def test_wandb_offline_records_scalars_and_histograms(
     }.items():
         monkeypatch.setenv(key, value)
     recorder = WeightRecorder()
-    cb = SROPCallback(layers=r"^features\.(0|3)$")
+    cb = SROPCallback(layers=r"^features\.(0|3)$", ordered_tags=True)
     logger = WandbLogger(
         offline=True,
         save_dir=str(tmp_path),
@@ -372,7 +372,7 @@ def test_no_logger_fills_callback_metrics_with_one_notice(tmp_path: Path) -> Non
 
 
 def test_skips_sanity_check_measures_validate_and_every_n_epochs(tmp_path: Path) -> None:
-    cb = SROPCallback(layers=["features.0"], every_n_epochs=2, num_batches=3)
+    cb = SROPCallback(layers=["features.0"], every_n_epochs=2, num_batches=3, ordered_tags=True)
     probe = HookProbe()
     recorder = WeightRecorder()
     train, val = loaders()

@@ -97,13 +97,11 @@ class Run:
         torch.set_num_threads(1)
         self.root = root
         # The measured bins, unchanged (histogram_bins=None), under tags with a depth index.
-        self.cb = SROPCallback(stats=STATS, histogram_bins=None)
+        self.cb = SROPCallback(stats=STATS, histogram_bins=None, ordered_tags=True)
         # A second callback with another prefix logs only the mean: the rest must be derived
         # from its histograms, which are re-binned for display (the default); its tags are the
         # plain layer names.
-        self.lite = SROPCallback(
-            stats=("mean",), prefix="lite", log_figure=False, ordered_tags=False
-        )
+        self.lite = SROPCallback(stats=("mean",), prefix="lite", log_figure=False)
         self.keep, self.keep_lite = Keep(self.cb), Keep(self.lite)
         tb = TensorBoardLogger(root, name="tb", version=0)
         csv_logger = CSVLogger(root, name="csv", version=0)

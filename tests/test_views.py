@@ -112,7 +112,7 @@ def charts(layout: layout_pb2.Layout) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def tb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SROPCallback, L.Trainer]:
     root = tmp_path_factory.mktemp("views")
-    cb = SROPCallback(layers=FORWARD, stats=STATS)
+    cb = SROPCallback(layers=FORWARD, stats=STATS, ordered_tags=True)
     trainer = fit(root, cb, TensorBoardLogger(root, name="tb", version=0))
     return root / "tb" / "version_0", cb, trainer
 
@@ -156,6 +156,21 @@ def test_tags_sort_in_forward_order_and_callback_metrics_keep_plain_keys(
     assert len(accumulator.Images("srop/over_epochs")) == 2
 
 
+def test_default_tags_are_the_callback_metrics_keys_and_the_layout_is_in_forward_order(
+    tmp_path: Path,
+) -> None:
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), baseline=False, log_figure=False)
+    fit(tmp_path, cb, TensorBoardLogger(tmp_path, name="tb", version=0), epochs=1)
+    run_dir = tmp_path / "tb" / "version_0"
+    accumulator = EventAccumulator(str(run_dir))
+    accumulator.Reload()
+    assert sorted(t for t in accumulator.Tags()["scalars"] if t.startswith("srop/")) == sorted(
+        f"srop/{name}/mean" for name in FORWARD
+    )
+    (layout,) = layouts(run_dir)
+    assert charts(layout) == {"mean": [f"^srop/{name}/mean$" for name in FORWARD]}
+
+
 def test_layout_rewritten_when_new_layers_appear(tmp_path: Path) -> None:
     class Growing(Net):
         def validation_step(self, batch: Any, batch_idx: int) -> None:
@@ -163,7 +178,7 @@ def test_layout_rewritten_when_new_layers_appear(tmp_path: Path) -> None:
             if self.current_epoch >= 1:
                 self.head(batch[0])  # called from the second epoch on
 
-    cb = SROPCallback(layers=FORWARD, stats=("mean",), log_figure=False)
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), log_figure=False, ordered_tags=True)
     torch.manual_seed(0)
     logger = TensorBoardLogger(tmp_path, name="tb", version=0)
     trainer = L.Trainer(
@@ -197,7 +212,9 @@ def test_group_separator_is_honoured(tmp_path: Path) -> None:
         def group_separator(self) -> str:
             return "."
 
-    cb = SROPCallback(layers=["stem"], stats=("mean",), baseline=False, log_figure=False)
+    cb = SROPCallback(
+        layers=["stem"], stats=("mean",), baseline=False, log_figure=False, ordered_tags=True
+    )
     fit(tmp_path, cb, DotLogger(tmp_path, name="tb", version=0), epochs=1)
     accumulator = EventAccumulator(str(tmp_path / "tb" / "version_0"))
     accumulator.Reload()
@@ -299,7 +316,7 @@ def test_wandb_charts_and_epoch_axis(tmp_path: Path, monkeypatch: pytest.MonkeyP
         project="srop",
         settings=wandb.Settings(x_disable_stats=True, x_disable_meta=True, console="off"),
     )
-    cb = SROPCallback(layers=FORWARD, stats=("mean",))
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), ordered_tags=True)
     try:
         fit(tmp_path, cb, logger)
     finally:
@@ -357,7 +374,7 @@ def test_mlflow_gets_figures_and_one_histogram_notice(
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store in tmp, no server
     logger = MLFlowLogger(experiment_name="srop", tracking_uri=f"file:{tmp_path / 'mlruns'}")
-    cb = SROPCallback(layers=FORWARD, stats=("mean",))
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), ordered_tags=True)
     with pytest.warns(match="MLFlowLogger has no histogram support") as caught:
         fit(tmp_path, cb, logger)
     assert sum("histogram" in str(w.message) for w in caught) == 1

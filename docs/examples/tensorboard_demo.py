@@ -47,7 +47,7 @@ def data(n, seed):
 
 
 torch.manual_seed(0)
-cb = SROPCallback(stats=("mean", "median"))
+cb = SROPCallback(stats=("mean", "median"), ordered_tags=True)
 tr = L.Trainer(
     max_epochs=8,
     accelerator="cpu",
