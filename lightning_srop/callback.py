@@ -11,20 +11,31 @@ Lifecycle (see ``docs/callback.md``):
   every ``trainer.validate()`` run, the chosen validation batches (the first ``num_batches``,
   or a seeded random choice) run with forward hooks on the chosen layers; the hooks exist only
   between ``on_validation_batch_start`` and ``on_validation_batch_end`` of those batches;
-- at ``on_validation_epoch_end`` every process merges the statistics (a collective), logs
-  ``{prefix}/{layer}/{stat}`` scalars with ``LightningModule.log_dict`` (``sync_dist=False``:
-  the values are already merged and the same on every process), and rank zero writes one
-  histogram per layer and a figure of SROP against depth to the loggers that support them.
+- with ``baseline=True``, at ``on_train_start`` of the first ``fit`` (not on resume: the
+  baseline is checkpointed), the same batches are measured once with the initial weights (eval
+  mode, no grad, merged across processes); each measured epoch then also reports
+  ``{prefix}/{layer}/change`` = log(mean SROP / baseline mean SROP);
+- at ``on_validation_epoch_end`` every process merges the statistics (a collective), puts
+  ``{prefix}/{layer}/{stat}`` into ``trainer.callback_metrics`` with
+  ``LightningModule.log_dict`` (``sync_dist=False``: the values are already merged and the
+  same on every process; also to the loggers, or, with ``ordered_tags=True``, rank zero writes
+  them under tags that sort in forward order, ``{prefix}/{NN}-{layer}/{stat}``), a TensorBoard
+  custom-scalars layout and W&B charts (one chart per statistic, every layer a line), one
+  histogram per layer, a figure of SROP against depth and one of SROP over the epochs so far.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
@@ -48,12 +59,15 @@ from lightning_srop.options import (
 from lightning_srop.report import LayerReport, SROPReport
 from lightning_srop.statistics import Statistic
 
-__all__ = ["SAMPLE_CHOICES", "SROPCallback"]
+__all__ = ["CHANGE", "SAMPLE_CHOICES", "SROPCallback"]
 
 #: Values of ``sample=``.
 SAMPLE_CHOICES: Final[tuple[str, ...]] = ("first", "random")
 
-_STATE_VERSION: Final[int] = 1
+_STATE_VERSION: Final[int] = 2
+
+#: Name of the change-since-baseline value (``LayerReport.extra`` key and logged statistic).
+CHANGE: Final[str] = "change"
 
 
 class SROPCallback(Callback):
@@ -84,8 +98,22 @@ class SROPCallback(Callback):
         stats: statistics logged as scalars, any of
             :data:`~lightning_srop.statistics.STATISTICS`.
         log_histograms: write one SROP histogram per layer to TensorBoard / W&B.
-        log_figure: write a figure of the per-layer SROP against depth to TensorBoard / W&B.
+        log_figure: write a figure of the per-layer SROP against depth, and one of each
+            layer's mean SROP over the epochs so far, to TensorBoard / W&B / MLflow.
         prefix: first component of every logged name: ``{prefix}/{layer}/{stat}``.
+        baseline: measure the chosen validation batches once before training (the initial
+            weights, at ``on_train_start`` of the first ``fit``) and report, per layer and
+            measured epoch, ``{prefix}/{layer}/change`` = log(mean SROP / baseline mean SROP)
+            (also ``LayerReport.extra["change"]``). Negative: SROP fell since initialization.
+        ordered_tags: logger tags carry a depth index, ``{prefix}/{NN}-{layer}/{stat}``, so that
+            TensorBoard's Time Series, W&B panels and CSV columns sort layers in forward order;
+            the keys of ``trainer.callback_metrics`` (what ``ModelCheckpoint``/``EarlyStopping``
+            monitor) stay ``{prefix}/{layer}/{stat}``. ``False`` (the default) logs the scalars
+            under those keys; the Custom Scalars layout and the W&B charts show forward order
+            either way.
+        histogram_bins: the most bins of a logged histogram (one bin per occupied value when
+            there are fewer, see :func:`lightning_srop.loggers.display_bins`); ``None`` logs
+            the measured bins.
         save_reports: on rank zero, write each measured epoch's
             :class:`~lightning_srop.report.SROPReport` as JSON (histograms included) to
             ``{trainer.log_dir}/{prefix}_reports/epoch=E-step=S.json``; read them back with
@@ -132,6 +160,9 @@ class SROPCallback(Callback):
         log_histograms: bool = True,
         log_figure: bool = True,
         prefix: str = "srop",
+        baseline: bool = True,
+        ordered_tags: bool = False,
+        histogram_bins: int | None = 64,
         save_reports: bool = False,
         repeated: Repeated = "separate",
         num_bins: int = 1024,
@@ -168,7 +199,17 @@ class SROPCallback(Callback):
                 f"trailing '/'; got {prefix!r}."
             )
         self.prefix = prefix
+        self.baseline = check_bool(baseline, "baseline", owner)
+        self.ordered_tags = check_bool(ordered_tags, "ordered_tags", owner)
+        self.histogram_bins = (
+            None
+            if histogram_bins is None
+            else check_int(histogram_bins, "histogram_bins", owner, minimum=1)
+        )
         self.save_reports = check_bool(save_reports, "save_reports", owner)
+        #: The baseline measurement (this process's copy; ``None`` before it, and after a
+        #: resume, where only its means come back from the checkpoint).
+        self.baseline_report: SROPReport | None = None
 
         self.last_report: SROPReport | None = None
         self._engine: SROPEngine | None = None
@@ -180,6 +221,11 @@ class SROPCallback(Callback):
         self._measured_batches = 0
         self._chosen: set[int] | None = None  # None: the first `num_batches`
         self._noticed: set[str] = set()
+        self._baseline: dict[str, float] | None = None  # layer -> baseline mean SROP
+        self._history: list[dict[str, Any]] = []  # per measured epoch: small means only
+        self._tag_index: dict[str, int] = {}  # layer -> depth index in logger tags
+        self._layout: tuple[tuple[str, ...], tuple[str, ...]] | None = None  # written for
+        self._restored = False
 
     # ------------------------------------------------------------------ options
     @property
@@ -196,6 +242,20 @@ class SROPCallback(Callback):
     def stats(self) -> tuple[str, ...]:
         """Statistics logged as scalars."""
         return tuple(self.options.stats)
+
+    @property
+    def baseline_means(self) -> dict[str, float] | None:
+        """Layer -> mean SROP of the baseline measurement (``None`` before it or without one)."""
+        return None if self._baseline is None else dict(self._baseline)
+
+    @property
+    def history(self) -> dict[str, list[tuple[int, float]]]:
+        """Layer -> ``(epoch, mean SROP)`` of every measured epoch so far, in forward order."""
+        curves: dict[str, list[tuple[int, float]]] = {}
+        for entry in self._history:
+            for name, values in entry["values"].items():
+                curves.setdefault(name, []).append((int(entry["epoch"]), values["mean"]))
+        return curves
 
     @property
     def last_reports(self) -> list[LayerReport]:
@@ -293,6 +353,103 @@ class SROPCallback(Callback):
             )
 
     @override
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.baseline or self._baseline is not None:
+            return  # off, or measured already (an earlier fit, or restored from a checkpoint)
+        if self._restored:
+            self._notice(
+                "baseline-resume",
+                "the checkpoint holds no SROP baseline (saved without `baseline=True`); it is "
+                "not measured on resume, so no `change` is reported.",
+            )
+            return
+        self._measure_baseline(trainer, pl_module)
+
+    def _measure_baseline(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Measure the first ``num_batches`` validation batches with the current weights.
+
+        Eval mode and ``no_grad`` (each module's mode restored), the precision plugin's
+        validation context, Lightning's batch transfer hooks, ``pl_module(x)`` on each batch's
+        input. Random states (Python, NumPy, torch CPU and CUDA) are restored afterwards, so
+        training is the same with and without it. A collective under DDP, like every
+        measurement: every process measures its own shard and the statistics are merged.
+        """
+        loaders: Any = trainer.val_dataloaders
+        if loaders is None:
+            self._notice(
+                "baseline-no-data",
+                "no validation dataloader is ready at the start of training (no validation, or "
+                "`check_val_every_n_epoch` > 1); the SROP baseline is not measured.",
+            )
+            return
+        if not isinstance(loaders, (list, tuple)):
+            loaders = [loaders]
+        limits = list(trainer.num_val_batches or [])
+        if self._engine is None or self._engine.model is not pl_module:
+            self._engine = self._make_engine(pl_module)
+        engine = self._engine
+        engine.detach()
+        engine.resolve()
+        engine.reset()
+        modes = {module: module.training for module in pl_module.modules()}
+        measured = 0
+        try:
+            with _kept_random_states(), torch.no_grad():
+                pl_module.eval()
+                for index, loader in enumerate(loaders):
+                    limit = limits[index] if index < len(limits) else math.inf
+                    for position, batch in enumerate(loader):
+                        if position >= limit or (
+                            self.num_batches is not None and measured >= self.num_batches
+                        ):
+                            break
+                        self._baseline_forward(trainer, pl_module, engine, batch, index)
+                        measured += 1
+                    if self.num_batches is not None and measured >= self.num_batches:
+                        break
+            reports = engine.reports()  # a collective: every process takes part
+        finally:
+            engine.detach()
+            engine.reset()
+            for module, training in modes.items():
+                module.training = training
+        self.baseline_report = SROPReport(
+            layers=tuple(reports),
+            options=self.options.to_dict(),
+            num_batches=measured,
+            epoch=trainer.current_epoch,
+            step=logger_step(trainer),
+            model=type(pl_module).__name__,
+            label="baseline",
+        )
+        self._baseline = {r.name: float(r.stats["mean"]) for r in reports}
+
+    def _baseline_forward(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        engine: SROPEngine,
+        batch: Any,
+        dataloader_idx: int,
+    ) -> None:
+        batch = pl_module.on_before_batch_transfer(batch, dataloader_idx)
+        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, dataloader_idx)
+        batch = pl_module.on_after_batch_transfer(batch, dataloader_idx)
+        x = batch_input(batch, self.options.input_key, owner="SROPCallback")
+        with trainer.precision_plugin.val_step_context(), engine.capture(x):
+            pl_module(x)
+
+    def _with_change(self, report: LayerReport) -> LayerReport:
+        """``report`` with ``extra["change"]`` when the layer has a baseline."""
+        if self._baseline is None or report.name not in self._baseline:
+            return report
+        before, now = self._baseline[report.name], float(report.stats["mean"])
+        change = math.nan
+        if math.isfinite(before) and math.isfinite(now) and before > 0 and now > 0:
+            change = math.log(now / before)
+        return dataclasses.replace(report, extra={**report.extra, CHANGE: change})
+
+    @override
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._active = False
         if trainer.sanity_checking:
@@ -370,6 +527,7 @@ class SROPCallback(Callback):
             reports = engine.reports()  # a collective: every process takes part
         finally:
             engine.reset()
+        reports = [self._with_change(report) for report in reports]
         self.last_report = SROPReport(
             layers=tuple(reports),
             options=self.options.to_dict(),
@@ -382,11 +540,13 @@ class SROPCallback(Callback):
         if self.save_reports and trainer.is_global_zero:
             self._save_report(trainer, self.last_report)
         self._measured_epochs += 1
+        self._remember(self.last_report)
         values = {
-            f"{self.prefix}/{report.name}/{stat}": report.stats[stat]
-            for report in reports
-            for stat in self.stats
+            f"{self.prefix}/{name}/{stat}": value
+            for name, stats in self._scalars(reports).items()
+            for stat, value in stats.items()
         }
+        to_loggers = bool(trainer.loggers)
         if values:
             with warnings.catch_warnings():
                 # Lightning recommends sync_dist=True for epoch-level values under DDP; these
@@ -397,12 +557,108 @@ class SROPCallback(Callback):
                     on_step=False,
                     on_epoch=True,
                     sync_dist=False,  # already merged: the same values on every process
-                    logger=bool(trainer.loggers),  # no logger: one notice (setup), not one per key
+                    # ordered tags: the callback writes the loggers' scalars itself (below);
+                    # no logger: one notice (setup), not one per key
+                    logger=to_loggers and not self.ordered_tags,
                     prog_bar=False,
                     add_dataloader_idx=False,
                 )
-        if reports and trainer.is_global_zero and trainer.loggers:
+        if reports and trainer.is_global_zero and to_loggers:
+            self._log_views(trainer, reports)
             self._log_extras(trainer, reports)
+
+    def _scalars(self, reports: Sequence[LayerReport]) -> dict[str, dict[str, float]]:
+        """Layer -> logged statistic -> value (the chosen statistics, then ``change``)."""
+        out: dict[str, dict[str, float]] = {}
+        for report in reports:
+            values = {stat: float(report.stats[stat]) for stat in self.stats}
+            if CHANGE in report.extra:
+                values[CHANGE] = float(report.extra[CHANGE])
+            out[report.name] = values
+        return out
+
+    def _remember(self, report: SROPReport) -> None:
+        """Keep this epoch's per-layer means (and logged values) for the curves over epochs."""
+        values: dict[str, dict[str, float]] = {}
+        for name, stats in self._scalars(report.layers).items():
+            values[name] = {"mean": float(report[name].stats["mean"]), **stats}
+        self._history.append({"epoch": report.epoch, "step": report.step, "values": values})
+
+    def _labels(self, names: Sequence[str]) -> dict[str, str]:
+        """Layer -> its component in logger tags: ``{NN}-{layer}`` with ``ordered_tags``.
+
+        A layer keeps its index for the whole run (checkpointed); layers are numbered in
+        forward order as first seen, so a layer that only appears later comes last.
+        """
+        for name in names:
+            self._tag_index.setdefault(name, len(self._tag_index))
+        if not self.ordered_tags:
+            return {name: name for name in names}
+        width = max(2, len(str(len(self._tag_index) - 1)))
+        return {name: f"{self._tag_index[name]:0{width}d}-{name}" for name in names}
+
+    def _log_views(self, trainer: Trainer, reports: Sequence[LayerReport]) -> None:
+        """Scalars under ordered tags, the TensorBoard layout and the W&B charts (rank zero)."""
+        from lightning_srop.loggers import (
+            define_wandb_metrics,
+            layer_tag,
+            log_layout,
+            log_scalars,
+            log_wandb_charts,
+        )
+
+        step = logger_step(trainer)
+        labels = self._labels([r.name for r in reports])
+        scalars = self._scalars(reports)
+        if self.ordered_tags:
+            log_scalars(
+                trainer.loggers,
+                {labels[name]: values for name, values in scalars.items()},
+                step=step,
+                epoch=trainer.current_epoch,
+                prefix=self.prefix,
+            )
+        # One chart per statistic, every layer (forward order) a line.
+        charts: dict[str, list[str]] = {}
+        for name, values in scalars.items():
+            for stat in values:
+                charts.setdefault(stat, []).append(name)
+        stats = tuple(charts)
+        if (
+            self._layout is None
+            or not set(labels) <= set(self._layout[0])
+            or stats != self._layout[1]
+        ):
+            # The first measured epoch, or layers/statistics that are not in the layout yet.
+            names = sorted(
+                {*(self._layout[0] if self._layout else ()), *labels},
+                key=lambda name: self._tag_index[name],
+            )
+            every = self._labels(names)
+            log_layout(
+                trainer.loggers,
+                {stat: [every[name] for name in names] for stat in stats},
+                prefix=self.prefix,
+            )
+            define_wandb_metrics(
+                trainer.loggers,
+                [
+                    layer_tag(None, self.prefix, every[name], stat)
+                    for stat in stats
+                    for name in names
+                ],
+            )
+            self._layout = (tuple(names), stats)
+        curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        for entry in self._history:
+            for name, values in entry["values"].items():
+                label = self._labels([name])[name]
+                for stat, value in values.items():
+                    if stat in charts:
+                        curves.setdefault(stat, {}).setdefault(label, []).append(
+                            (int(entry["epoch"] or 0), value)
+                        )
+        log_wandb_charts(trainer.loggers, curves, step=step, prefix=self.prefix)
 
     def _save_report(self, trainer: Trainer, report: SROPReport) -> Path:
         directory = Path(trainer.log_dir or trainer.default_root_dir) / f"{self.prefix}_reports"
@@ -430,23 +686,43 @@ class SROPCallback(Callback):
                     "to it (scalars are).",
                 )
             if histogram_loggers:
-                log_histograms(histogram_loggers, reports, step=step, prefix=self.prefix)
+                log_histograms(
+                    histogram_loggers,
+                    reports,
+                    step=step,
+                    prefix=self.prefix,
+                    labels=self._labels([r.name for r in reports]),
+                    max_bins=self.histogram_bins,
+                )
         if not self.log_figure:
             return
         image_loggers, skipped = loggers_taking(trainer.loggers, "images")
         for name in skipped:
             self._notice(
                 f"figure:{name}",
-                f"logger {name} has no image support; the SROP figure is not written to it.",
+                f"logger {name} has no image support; the SROP figures are not written to it.",
             )
         if not image_loggers:
             return  # no logger could show the figure: do not draw it
-        from lightning_srop.plots import plot_layer_profile  # imports without matplotlib
+        from lightning_srop.plots import (  # imports without matplotlib
+            plot_layer_profile,
+            plot_srop_over_epochs,
+            short_names,
+        )
 
         unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
+        epoch = trainer.current_epoch
         try:
-            figure = plot_layer_profile(reports, unit=unit, title=f"SROP per layer, step {step}")
+            figure = plot_layer_profile(
+                reports, unit=unit, title=f"SROP per layer, epoch {epoch}", compact=True
+            )
             log_figure(image_loggers, figure, tag=f"{self.prefix}/layer_profile", step=step)
+            curves = self.history
+            shown = dict(zip(short_names(list(curves)), curves.values(), strict=True))
+            figure = plot_srop_over_epochs(
+                shown, unit=unit, title=f"mean SROP per layer, up to epoch {epoch}", compact=True
+            )
+            log_figure(image_loggers, figure, tag=f"{self.prefix}/over_epochs", step=step)
         except ModuleNotFoundError as err:
             missing = (err.name or "").partition(".")[0]
             if missing not in ("matplotlib", "PIL"):  # optional dependencies of figures only
@@ -477,12 +753,26 @@ class SROPCallback(Callback):
             "measured_epochs": self._measured_epochs,
             "seed": self.seed,
             "generator_state": self._generator.get_state(),
+            "baseline": None if self._baseline is None else dict(self._baseline),
+            "history": [
+                {**entry, "values": {k: dict(v) for k, v in entry["values"].items()}}
+                for entry in self._history
+            ],
+            "tag_index": dict(self._tag_index),
         }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = True
         self._validation_runs = int(state_dict.get("validation_runs", 0))
         self._measured_epochs = int(state_dict.get("measured_epochs", 0))
+        baseline = state_dict.get("baseline")
+        self._baseline = (
+            None if baseline is None else {str(k): float(v) for k, v in baseline.items()}
+        )
+        self._history = list(state_dict.get("history", []))
+        self._tag_index = {str(k): int(v) for k, v in state_dict.get("tag_index", {}).items()}
+        self._layout = None  # written again at the next measured epoch
         generator_state = state_dict.get("generator_state")
         if state_dict.get("seed", self.seed) != self.seed:
             self._notice(
@@ -492,3 +782,24 @@ class SROPCallback(Callback):
             )
         if isinstance(generator_state, torch.Tensor):
             self._generator.set_state(generator_state.cpu())
+
+
+@contextmanager
+def _kept_random_states() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and initialized CUDA) random states on exit.
+
+    Iterating a DataLoader draws its base seed from torch's global generator; the baseline
+    measurement must leave training exactly as it would be without it.
+    """
+    python_state = random.getstate()
+    numpy_state = np.random.get_state()
+    torch_state = torch.random.get_rng_state()
+    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        torch.random.set_rng_state(torch_state)
+        if cuda_states is not None:
+            torch.cuda.set_rng_state_all(cuda_states)

@@ -16,6 +16,8 @@ Lightning's logger API has no common call for:
     adjacent bins are summed (:func:`rebin`), which is exact (every edge is one of the original
     edges, every count is a sum of original counts).
   * Layers without a single valid map (all flat or invalid, statistics NaN) are skipped.
+  * ``max_bins=`` re-bins each histogram for display first (:func:`display_bins`: one bin per
+    occupied value when there are few, else at most ``max_bins`` merged bins), exactly.
 
 - **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot, no
   Pillow), then TensorBoard ``add_image`` and W&B ``wandb.Image``.
@@ -47,14 +49,23 @@ epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is wha
   (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step = step``):
   they never go backwards and share their x-axis with the scalars.
 
-Loggers with neither histograms nor images (``CSVLogger``, MLflow, Comet, Neptune, ...) are
-returned by name so that the caller can say so once. (MLflow's client has ``log_figure`` and
-``log_image``, but this module does not write to it yet.)
+**MLflow** (``MLFlowLogger``, or any logger whose ``experiment`` is an ``MlflowClient`` and
+that has a ``run_id``) takes figures, written with the client's ``log_figure`` as artifacts
+``{tag}/step_{step}.png``; it has no histograms. Loggers with neither (``CSVLogger``, Comet,
+Neptune, ...) are returned by name so that the caller can say so once.
+
+**Views.** :func:`log_scalars` writes SROP scalars under tags chosen by the caller (the callback
+puts a depth index in front of each layer name so that tags sort in forward order),
+:func:`log_layout` a TensorBoard custom-scalars layout (one multiline chart per statistic),
+:func:`define_wandb_metrics` and :func:`log_wandb_charts` the W&B counterparts (epoch as the
+x-axis, one ``line_series`` chart per statistic). Every tag is joined with the logger's
+``group_separator``.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
@@ -68,12 +79,20 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
+    "HISTOGRAM_BINS",
     "OUTPUTS",
     "PER_SAMPLE_SUFFIX",
     "WANDB_MAX_BINS",
     "LoggerSplit",
+    "define_wandb_metrics",
+    "display_bins",
+    "group_separator",
+    "layer_tag",
     "log_figure",
     "log_histograms",
+    "log_layout",
+    "log_scalars",
+    "log_wandb_charts",
     "logger_step",
     "loggers_taking",
     "rebin",
@@ -82,6 +101,9 @@ __all__ = [
 
 #: Most bins W&B keeps in one histogram (``wandb.Histogram.MAX_LENGTH``).
 WANDB_MAX_BINS: Final[int] = 512
+
+#: Default most bins of a logged histogram (see :func:`display_bins`).
+HISTOGRAM_BINS: Final[int] = 64
 
 #: Tag suffix of the per-sample mean SROP histogram.
 PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
@@ -116,13 +138,23 @@ _SUMMARY_WRITERS: Final[tuple[tuple[str, str], ...]] = (
     ("tensorboardX.writer", "SummaryWriter"),
 )
 _WANDB_RUNS: Final[tuple[tuple[str, str], ...]] = (("wandb.sdk.wandb_run", "Run"),)
+_MLFLOW_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
+    ("lightning.pytorch.loggers.mlflow", "MLFlowLogger"),
+    ("pytorch_lightning.loggers.mlflow", "MLFlowLogger"),
+)
+_MLFLOW_CLIENTS: Final[tuple[tuple[str, str], ...]] = (
+    ("mlflow.tracking.client", "MlflowClient"),
+    ("mlflow.client", "MlflowClient"),
+)
 
 # What each kind of logger (see ``_kind``) takes besides scalars.
 _TAKES: Final[dict[str, frozenset[str]]] = {
     "tensorboard": frozenset(OUTPUTS),
     "wandb_logger": frozenset(OUTPUTS),
     "wandb_run": frozenset(OUTPUTS),
+    "mlflow": frozenset({"images"}),
 }
+_WANDB_KINDS: Final[frozenset[str]] = frozenset({"wandb_logger", "wandb_run"})
 
 
 def _isinstance_of_any(obj: object, candidates: Sequence[tuple[str, str]]) -> bool:
@@ -227,6 +259,65 @@ def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndar
     return merged, new_edges
 
 
+def display_bins(
+    counts: np.ndarray, edges: np.ndarray, max_bins: int = HISTOGRAM_BINS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bins that read well: one per occupied value when there are few, else at most ``max_bins``.
+
+    SROPs of small maps take few distinct values (a ``7 x 7`` map has a handful of radius
+    shells), which on a fine fixed grid is a comb of empty bins with a few spikes. So:
+
+    - empty outer bins are trimmed (:func:`trim_empty_bins`);
+    - at most ``max_bins`` non-empty bins left: one bin per non-empty bin, centred on it, with
+      edges half-way between neighbouring non-empty bins (the outer ones as wide as the half
+      gap to their neighbour, never below 0 or narrower than the original bin); contiguous
+      non-empty bins keep their original edges;
+    - more: runs of adjacent bins are summed (:func:`rebin`) down to at most ``max_bins``.
+
+    Exact either way: every original bin lies inside exactly one new bin, so every count is a
+    sum of original counts and the total is unchanged.
+
+    Args:
+        counts: counts per bin, shape ``(n,)``.
+        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
+        max_bins: the most bins wanted, >= 1.
+
+    Returns:
+        ``(counts, edges)``, int64 and float64; both zero-length when every bin is empty.
+
+    Examples:
+        >>> import numpy as np
+        >>> counts = np.zeros(10, dtype=np.int64); counts[[2, 3, 7]] = [4, 1, 2]
+        >>> display_bins(counts, np.arange(11.0))
+        (array([4, 1, 2]), array([2. , 3. , 5.5, 9.5]))
+    """
+    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
+        raise ValueError(f"display_bins: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
+    trimmed_counts, trimmed_edges = trim_empty_bins(counts, edges)
+    occupied = np.flatnonzero(trimmed_counts)
+    if occupied.size == 0 or occupied.size > max_bins:
+        return (
+            rebin(trimmed_counts, trimmed_edges, int(max_bins))
+            if occupied.size
+            else (
+                trimmed_counts,
+                trimmed_edges,
+            )
+        )
+    lefts, rights = trimmed_edges[occupied], trimmed_edges[occupied + 1]
+    centres = 0.5 * (lefts + rights)
+    inner = 0.5 * (centres[:-1] + centres[1:])
+    # Neighbouring bins keep their shared edge exactly (no rounding of the midpoint).
+    inner = np.where(occupied[1:] - occupied[:-1] == 1, rights[:-1], inner)
+    if occupied.size > 1:
+        first = min(float(lefts[0]), max(0.0, float(centres[0] - (inner[0] - centres[0]))))
+        last = max(float(rights[-1]), float(centres[-1] + (centres[-1] - inner[-1])))
+    else:
+        first, last = float(lefts[0]), float(rights[0])
+    new_edges = np.concatenate([[first], inner, [last]]).astype(np.float64)
+    return trimmed_counts[occupied].astype(np.int64), new_edges
+
+
 def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> tuple[float, float]:
     """Sum and sum of squares of the values: exact from ``stats`` when they match ``counts``,
     else from bin centres."""
@@ -239,24 +330,44 @@ def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> 
 
 
 def _histograms_of(
-    report: LayerReport, prefix: str
+    report: LayerReport, tags: tuple[str, str], max_bins: int | None
 ) -> list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]]:
-    """The non-empty ``(tag, counts, edges, stats)`` histograms of one report, trimmed.
+    """The non-empty ``(tag, counts, edges, stats)`` histograms of one report, trimmed (and
+    re-binned by :func:`display_bins` when ``max_bins`` is given).
 
     ``stats`` are the exact statistics of the histogram's values where the report has them
     (the SROP histogram), else empty (the per-sample histogram: no per-sample count is kept).
     """
     out: list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]] = []
     for tag, field, counts, stats in (
-        (f"{prefix}/{report.name}", "counts", report.counts, report.stats),
-        (f"{prefix}/{report.name}/{PER_SAMPLE_SUFFIX}", "sample_counts", report.sample_counts, {}),
+        (tags[0], "counts", report.counts, report.stats),
+        (tags[1], "sample_counts", report.sample_counts, {}),
     ):
         where = f"log_histograms: report {report.name!r} ({field})"
         counts_arr, edges_arr = _check_histogram(counts, report.edges, where)
-        trimmed_counts, trimmed_edges = trim_empty_bins(counts_arr, edges_arr)
-        if trimmed_counts.size:
-            out.append((tag, trimmed_counts, trimmed_edges, stats))
+        if max_bins is None:
+            kept_counts, kept_edges = trim_empty_bins(counts_arr, edges_arr)
+        else:
+            kept_counts, kept_edges = display_bins(counts_arr, edges_arr, max_bins)
+        if kept_counts.size:
+            out.append((tag, kept_counts, kept_edges, stats))
     return out
+
+
+def group_separator(logger: object) -> str:
+    """The logger's ``group_separator`` (Lightning's loggers: ``"/"``), ``"/"`` if it has none."""
+    separator = getattr(logger, "group_separator", "/")
+    return separator if isinstance(separator, str) and separator else "/"
+
+
+def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
+    """``{prefix}{sep}{label}[{sep}{rest}...]`` joined with the logger's ``group_separator``.
+
+    Examples:
+        >>> layer_tag(None, "srop", "00-features.0", "mean")
+        'srop/00-features.0/mean'
+    """
+    return group_separator(logger).join((prefix, label, *rest))
 
 
 # ------------------------------------------------------------------------------------------
@@ -279,11 +390,13 @@ def _experiment(logger: Logger) -> Any:
 
 
 def _kind(logger: Logger) -> tuple[str | None, Any]:
-    """``("tensorboard" | "wandb_logger" | "wandb_run" | None, experiment or None)``."""
+    """``("tensorboard" | "wandb_logger" | "wandb_run" | "mlflow" | None, experiment or None)``."""
     if _isinstance_of_any(logger, _TENSORBOARD_LOGGERS):
         return "tensorboard", _experiment(logger)
     if _isinstance_of_any(logger, _WANDB_LOGGERS):
         return "wandb_logger", None
+    if _isinstance_of_any(logger, _MLFLOW_LOGGERS):
+        return "mlflow", _experiment(logger)
     if _isinstance_of_any(logger, _CSV_LOGGERS):
         return None, None
     # Unknown logger class: judge by what it writes with. (On non-zero ranks Lightning hands
@@ -293,6 +406,10 @@ def _kind(logger: Logger) -> tuple[str | None, Any]:
         return "tensorboard", experiment
     if _isinstance_of_any(experiment, _WANDB_RUNS):
         return "wandb_run", experiment
+    if _isinstance_of_any(experiment, _MLFLOW_CLIENTS) and isinstance(
+        getattr(logger, "run_id", None), str
+    ):
+        return "mlflow", experiment
     return None, None
 
 
@@ -321,7 +438,8 @@ def loggers_taking(
 
     - ``TensorBoardLogger`` (or any logger writing with a ``SummaryWriter``): both;
     - ``WandbLogger`` (or any logger writing to a W&B run): both;
-    - ``CSVLogger``, MLflow, Comet, Neptune and other loggers: neither.
+    - ``MLFlowLogger`` (or a logger with an ``MlflowClient`` and a ``run_id``): images only;
+    - ``CSVLogger``, Comet, Neptune and other loggers: neither.
 
     Args:
         loggers: Lightning loggers (``trainer.loggers``), as for :func:`log_histograms`.
@@ -400,14 +518,22 @@ def _unsupported_name(logger: Logger, names: list[str]) -> None:
 
 
 def log_histograms(
-    loggers: Sequence[Logger], reports: Sequence[LayerReport], *, step: int, prefix: str = "srop"
+    loggers: Sequence[Logger],
+    reports: Sequence[LayerReport],
+    *,
+    step: int,
+    prefix: str = "srop",
+    labels: Mapping[str, str] | None = None,
+    max_bins: int | None = None,
 ) -> list[str]:
     """Write one SROP histogram per layer to every logger that supports histograms.
 
-    For each report, the SROP histogram goes to tag ``f"{prefix}/{report.name}"`` and the
-    histogram of per-sample mean SROPs to ``f"{prefix}/{report.name}/per_sample_mean"``; a
-    histogram with no counts (a layer whose maps were all flat or invalid) is skipped. See the
-    module docstring for the TensorBoard and W&B encodings and the step semantics.
+    For each report, the SROP histogram goes to tag ``f"{prefix}/{label}"`` and the histogram
+    of per-sample mean SROPs to ``f"{prefix}/{label}/per_sample_mean"`` (``label`` is the
+    layer's name unless ``labels`` maps it to another; ``/`` is the logger's
+    ``group_separator``); a histogram with no counts (a layer whose maps were all flat or
+    invalid) is skipped. See the module docstring for the TensorBoard and W&B encodings and
+    the step semantics.
 
     Args:
         loggers: Lightning loggers (``trainer.loggers``), from ``lightning.pytorch`` or
@@ -416,27 +542,57 @@ def log_histograms(
         reports: per-layer reports.
         step: the logging step, normally :func:`logger_step` ``(trainer)``.
         prefix: first component of every tag.
+        labels: layer name -> the tag component used for it (e.g. ``"00-features.0"``).
+        max_bins: ``None`` writes the measured bins (empty outer bins trimmed); an int
+            re-bins each histogram for display with :func:`display_bins` (what the callback
+            does, with ``histogram_bins``).
 
     Returns:
         The class names (each once, in order) of the loggers that have no histogram support,
         for a one-time notice by the caller.
 
     Raises:
-        ValueError: bad ``step`` or ``prefix``, or a report with malformed counts or edges.
+        ValueError: bad ``step``, ``prefix`` or ``max_bins``, or a report with malformed
+            counts or edges.
     """
     step = _check_step(step, "log_histograms")
     if not isinstance(prefix, str) or not prefix:
         raise ValueError(
             f"log_histograms: expected `prefix` to be a non-empty str, got {prefix!r}."
         )
-    histograms = [h for report in reports for h in _histograms_of(report, prefix)]
+    if max_bins is not None and (
+        isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1
+    ):
+        raise ValueError(
+            f"log_histograms: expected `max_bins` to be None or an int >= 1, got {max_bins!r}."
+        )
+    for report in reports:  # malformed reports fail here, whichever loggers are attached
+        for field, counts in (("counts", report.counts), ("sample_counts", report.sample_counts)):
+            _check_histogram(
+                counts, report.edges, f"log_histograms: report {report.name!r} ({field})"
+            )
+    names = dict(labels or {})
     unsupported: list[str] = []
-    wandb_record: dict[str, Any] | None = None
     for logger in loggers:
         kind, experiment = _kind(logger)
         if kind is None or not _takes(kind, "histograms"):
             _unsupported_name(logger, unsupported)
-        elif kind == "tensorboard":
+            continue
+        histograms = [
+            h
+            for report in reports
+            for h in _histograms_of(
+                report,
+                (
+                    layer_tag(logger, prefix, names.get(report.name, report.name)),
+                    layer_tag(
+                        logger, prefix, names.get(report.name, report.name), PER_SAMPLE_SUFFIX
+                    ),
+                ),
+                max_bins,
+            )
+        ]
+        if kind == "tensorboard":
             for tag, counts, edges, stats in histograms:
                 total, total_sq = _sums(counts, edges, stats)
                 experiment.add_histogram_raw(
@@ -451,15 +607,160 @@ def log_histograms(
                     global_step=step,
                 )
         elif histograms:
-            if wandb_record is None:
-                import wandb
+            import wandb
 
-                wandb_record = {}
-                for tag, counts, edges, _ in histograms:
-                    merged_counts, merged_edges = rebin(counts, edges, WANDB_MAX_BINS)
-                    wandb_record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
-            _wandb_log(logger, kind, wandb_record, step)
+            record: dict[str, Any] = {}
+            for tag, counts, edges, _ in histograms:
+                merged_counts, merged_edges = rebin(counts, edges, WANDB_MAX_BINS)
+                record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
+            _wandb_log(logger, kind, record, step)
     return unsupported
+
+
+def log_scalars(
+    loggers: Sequence[Logger],
+    values: Mapping[str, Mapping[str, float]],
+    *,
+    step: int,
+    epoch: int,
+    prefix: str = "srop",
+) -> None:
+    """Write ``{prefix}/{label}/{statistic}`` scalars to every logger, with ``epoch``.
+
+    What Lightning's logger connector does for ``self.log`` values, with tags chosen here:
+    each logger gets one ``log_metrics`` call (the tags joined with its ``group_separator``,
+    its own ``prefix`` added by the logger) holding ``epoch`` too, then ``save()``.
+
+    Args:
+        loggers: Lightning loggers (``trainer.loggers``); call on rank zero.
+        values: label -> statistic -> value.
+        step: the logging step, normally :func:`logger_step` ``(trainer)``.
+        epoch: the training epoch, logged as ``epoch`` (an x-axis for W&B charts).
+        prefix: first component of every tag.
+    """
+    step = _check_step(step, "log_scalars")
+    for logger in loggers:
+        record: dict[str, float] = {
+            layer_tag(logger, prefix, label, stat): float(value)
+            for label, stats in values.items()
+            for stat, value in stats.items()
+        }
+        if not record:
+            continue
+        record["epoch"] = int(epoch)
+        logger.log_metrics(record, step=step)
+        logger.save()
+
+
+def log_layout(
+    loggers: Sequence[Logger],
+    charts: Mapping[str, Sequence[str]],
+    *,
+    prefix: str = "srop",
+    category: str | None = None,
+) -> dict[str, list[str]]:
+    """Write a TensorBoard custom-scalars layout: one multiline chart per statistic.
+
+    ``charts`` maps a statistic to the layer labels in forward order; each chart plots the
+    tags ``{prefix}/{label}/{statistic}`` of every label (exact-match regular expressions, the
+    logger's ``group_separator`` and ``prefix`` applied as for its scalars). TensorBoard shows
+    the layout in its *Custom Scalars* dashboard; writing it again (new layers) replaces it.
+    W&B gets its charts from :func:`log_wandb_charts`.
+
+    Args:
+        loggers: Lightning loggers; only TensorBoard loggers take a layout.
+        charts: statistic -> layer labels (forward order).
+        prefix: first component of every tag.
+        category: the dashboard's section title; default ``"{prefix}: SROP per layer"``.
+
+    Returns:
+        Statistic -> the tags of its chart, for the first TensorBoard logger (empty without
+        one).
+    """
+    title = f"{prefix}: SROP per layer" if category is None else category
+    written: dict[str, list[str]] = {}
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind != "tensorboard":
+            continue
+        layout: dict[str, dict[str, list[Any]]] = {title: {}}
+        for stat, labels in charts.items():
+            tags = [
+                _with_logger_prefix(logger, layer_tag(logger, prefix, label, stat))
+                for label in labels
+            ]
+            layout[title][stat] = ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
+            written.setdefault(stat, tags)
+        experiment.add_custom_scalars(layout)
+        experiment.flush()
+    return written
+
+
+def define_wandb_metrics(loggers: Sequence[Logger], keys: Sequence[str]) -> None:
+    """Declare ``epoch`` the x-axis of ``keys`` in W&B (``define_metric(step_metric="epoch")``).
+
+    Lightning's ``WandbLogger`` declares ``trainer/global_step`` the x-axis of every key
+    (``"*"``); these keys are named explicitly, which takes precedence. The other axis stays
+    available in the W&B UI.
+    """
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind == "wandb_logger":
+            experiment = _experiment(logger)
+        if kind not in ("wandb_logger", "wandb_run") or experiment is None:
+            continue
+        experiment.define_metric("epoch")
+        for key in keys:
+            experiment.define_metric(
+                _with_logger_prefix(logger, key), step_metric="epoch", step_sync=True
+            )
+
+
+def log_wandb_charts(
+    loggers: Sequence[Logger],
+    curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
+    *,
+    step: int,
+    prefix: str = "srop",
+) -> None:
+    """One W&B line chart per statistic, every layer a line, against epoch.
+
+    Written as ``wandb.plot.line_series`` custom charts under ``{prefix}_charts/{statistic}``
+    (the newest chart replaces the previous one in the W&B UI, so each call sends the whole
+    history so far). Other loggers are ignored.
+
+    Args:
+        loggers: Lightning loggers.
+        curves: statistic -> layer label (forward order) -> ``(epoch, value)`` points.
+        step: the logging step.
+        prefix: first component of the chart keys.
+    """
+    step = _check_step(step, "log_wandb_charts")
+    targets = [(logger, kind) for logger in loggers if (kind := _kind(logger)[0]) in _WANDB_KINDS]
+    if not targets or not curves:
+        return
+    import wandb
+
+    for logger, kind in targets:
+        separator = group_separator(logger)
+        record: dict[str, Any] = {}
+        for stat, layers in curves.items():
+            if not layers:
+                continue
+            epochs = sorted({int(e) for points in layers.values() for e, _ in points})
+            ys = []
+            for points in layers.values():
+                by_epoch = {int(e): float(v) for e, v in points}
+                ys.append([by_epoch.get(e, math.nan) for e in epochs])
+            record[f"{prefix}_charts{separator}{stat}"] = wandb.plot.line_series(
+                xs=epochs,
+                ys=ys,
+                keys=list(layers),
+                title=f"SROP {stat} per layer",
+                xname="epoch",
+            )
+        if record:
+            _wandb_log(logger, kind, record, step)
 
 
 # ------------------------------------------------------------------------------------------
@@ -519,11 +820,18 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
         if kind is None or not _takes(kind, "images"):
             _unsupported_name(logger, unsupported)
             continue
-        if image is None:
+        if image is None and kind != "mlflow":
             image = _figure_to_rgb(figure)
         if kind == "tensorboard":
             experiment.add_image(
                 _with_logger_prefix(logger, tag), image, global_step=step, dataformats="HWC"
+            )
+        elif kind == "mlflow":
+            # The MLflow client saves the figure itself (an artifact per step).
+            experiment.log_figure(
+                logger.run_id,  # type: ignore[attr-defined]
+                figure,
+                artifact_file=f"{_with_logger_prefix(logger, tag)}/step_{step:08d}.png",
             )
         else:
             import wandb

@@ -33,6 +33,7 @@ __all__ = [
     "plot_reports",
     "plot_srop_over_epochs",
     "save_figure",
+    "short_names",
 ]
 
 #: Resolution of :func:`save_figure` (sharp on screens and slides, files of ~100 kB).
@@ -72,8 +73,55 @@ def _srop_label(unit: str) -> str:
     return f"SROP ({unit})" if unit else "SROP"
 
 
+def short_names(names: Sequence[str], max_length: int = 16) -> list[str]:
+    """Layer names shortened for small labels, still telling the layers apart.
+
+    A name longer than ``max_length`` keeps its shortest tail of dotted components that no
+    other name ends with and that does not start with a number (``"model.backbone.conv1"`` ->
+    ``"…conv1"``, ``"model.layer1.0.conv1"`` -> ``"…layer1.0.conv1"``), marked with a leading
+    ``"…"``; a label still longer than ``max_length`` loses middle characters (``"…"``).
+    Names up to ``max_length`` come back unchanged.
+
+    Args:
+        names: qualified layer names.
+        max_length: longest label wanted (at least 5).
+
+    Returns:
+        One label per name, in order.
+
+    Examples:
+        >>> short_names(["features.0", "backbone.layer1.0.conv1", "backbone.layer2.0.conv1"])
+        ['features.0', '…layer1.0.conv1', '…layer2.0.conv1']
+        >>> short_names(["encoder.blocks.11.attention.output.dense"])
+        ['…dense']
+    """
+    max_length = max(5, int(max_length))
+    parts = [name.split(".") for name in names]
+    out: list[str] = []
+    for name, components in zip(names, parts, strict=True):
+        label = name
+        for keep in range(1, len(components) if len(name) > max_length else 0):
+            tail = components[-keep:]
+            if tail[0].isdigit():
+                continue  # "0.conv1" says less than "layer1.0.conv1"
+            clashes = sum(1 for other in parts if other[-keep:] == tail)
+            if clashes == 1:
+                label = "…" + ".".join(tail)
+                break
+        if len(label) > max_length:
+            head = (max_length - 1) // 2
+            label = label[:head] + "…" + label[-(max_length - 1 - head) :]
+            label = label.replace("……", "…")
+        out.append(label)
+    return out
+
+
 def plot_layer_profile(
-    reports: Sequence[LayerReport], *, unit: str = "cycles / pixel", title: str | None = None
+    reports: Sequence[LayerReport],
+    *,
+    unit: str = "cycles / pixel",
+    title: str | None = None,
+    compact: bool = False,
 ) -> Figure:
     """Mean SROP per layer against depth, with the interquartile band and the median.
 
@@ -87,6 +135,9 @@ def plot_layer_profile(
         reports: per-layer reports, in any order.
         unit: frequency unit for the y label (``"cycles / input pixel"`` for input-grid SROPs).
         title: figure title; default ``"SROP per layer"``.
+        compact: a figure to read as a thumbnail (TensorBoard's image cards, W&B panels):
+            a fixed 8 x 4.5 in size, large fonts, layer names shortened by
+            :func:`short_names` and at most 12 of them shown.
 
     Returns:
         A new figure with one axes.
@@ -114,12 +165,18 @@ def plot_layer_profile(
         np.array([_stat(r, key) for r in ordered]) for key in ("mean", "q25", "median", "q75")
     )
 
-    longest = max(len(r.name) for r in ordered)
-    width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
-    # Horizontal labels while they fit side by side (about 0.085 in per character at 10 pt).
-    rotate = n * (0.085 * longest + 0.25) > width - 1.2
-    height = 4.2 + (min(0.06 * longest, 2.5) if rotate else 0.0)
-    figure = _new_figure(width, height)
+    names = short_names([r.name for r in ordered]) if compact else [r.name for r in ordered]
+    longest = max(len(name) for name in names)
+    if compact:
+        width, height, rotate = 8.0, 4.5, n * (0.11 * longest + 0.3) > 7.0
+        figure = _new_figure(width, height)
+        figure.set_dpi(100)
+    else:
+        width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
+        # Horizontal labels while they fit side by side (about 0.085 in per character at 10 pt).
+        rotate = n * (0.085 * longest + 0.25) > width - 1.2
+        height = 4.2 + (min(0.06 * longest, 2.5) if rotate else 0.0)
+        figure = _new_figure(width, height)
     ax = figure.add_subplot()
 
     has_band = np.isfinite(q25) & np.isfinite(q75)
@@ -147,23 +204,28 @@ def plot_layer_profile(
             label="no valid maps",
         )
 
-    ax.set_xticks(x, [r.name for r in ordered])
+    ax.set_xticks(x, names)
+    if compact:
+        every = math.ceil(n / 12)
+        for position, tick in enumerate(ax.get_xticklabels()):
+            tick.set_visible(position % every == 0 or position == n - 1)
+        ax.tick_params(labelsize=13)
     if rotate:
-        ax.tick_params(axis="x", labelrotation=60 if n <= 30 else 90)
+        ax.tick_params(axis="x", labelrotation=35 if compact else 60 if n <= 30 else 90)
         for label in ax.get_xticklabels():
             label.set_horizontalalignment("right")
             label.set_rotation_mode("anchor")
-    if n > 40:
+    if n > 40 and not compact:
         ax.tick_params(axis="x", labelsize=7)
     ax.set_xlim(-0.5, n - 0.5)
     finite = np.concatenate([a[np.isfinite(a)] for a in (mean, q25, median, q75)])
     top = float(finite.max()) if finite.size else 0.0
     ax.set_ylim(0.0, top * 1.1 if top > 0 else 1.0)
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel(_srop_label(unit))
-    ax.set_title("SROP per layer" if title is None else title)
+    ax.set_xlabel("layer (forward order)", fontsize=14 if compact else None)
+    ax.set_ylabel(_srop_label(unit), fontsize=14 if compact else None)
+    ax.set_title("SROP per layer" if title is None else title, fontsize=16 if compact else None)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="best", fontsize=12 if compact else "small")
     return figure
 
 
@@ -201,6 +263,7 @@ def plot_srop_over_epochs(
     *,
     unit: str = "cycles / pixel",
     title: str | None = None,
+    compact: bool = False,
 ) -> Figure:
     """Mean SROP of each layer against epoch, next to accuracy against epoch.
 
@@ -211,6 +274,8 @@ def plot_srop_over_epochs(
         accuracy: ``(epoch, accuracy)`` points; when given, a second panel on the right.
         unit: frequency unit for the y label.
         title: figure title; default ``"SROP over training"``.
+        compact: a figure to read as a thumbnail (TensorBoard's image cards): larger fonts,
+            a legend inside the axes.
 
     Returns:
         A new figure with one axes (SROP) or two (SROP, accuracy).
@@ -235,8 +300,12 @@ def plot_srop_over_epochs(
     legend_cols = 1 if n <= 12 else 2 if n <= 30 else 3
     legend_width = 1.9 * legend_cols
     srop_width, acc_width = 6.0, 4.5
+    if compact:
+        srop_width, legend_width = 8.0, 0.0
     width = srop_width + legend_width + (acc_width if accuracy is not None else 0.0)
     figure = _new_figure(width, 4.5)
+    if compact:
+        figure.set_dpi(100)
     if accuracy is not None:
         srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, acc_width])
     else:
@@ -259,14 +328,27 @@ def plot_srop_over_epochs(
     default_title = "SROP over training"
     own_title = default_title if title is None else title
     srop_ax.set_title("mean SROP per layer" if acc_ax is not None else own_title)
-    # A figure legend outside on the right: constrained layout makes room for it.
-    figure.legend(
-        *srop_ax.get_legend_handles_labels(),
-        title="layer (shallow → deep)",
-        loc="outside right upper",
-        fontsize="small",
-        ncols=legend_cols,
-    )
+    if compact:
+        srop_ax.title.set_fontsize(16)
+        for axis_label in (srop_ax.xaxis.label, srop_ax.yaxis.label):
+            axis_label.set_fontsize(14)
+        srop_ax.tick_params(labelsize=13)
+        srop_ax.legend(
+            title="shallow → deep",
+            loc="lower left",
+            fontsize=11 if n <= 8 else 8,
+            ncols=1 if n <= 8 else 3,
+            framealpha=0.8,
+        )
+    else:
+        # A figure legend outside on the right: constrained layout makes room for it.
+        figure.legend(
+            *srop_ax.get_legend_handles_labels(),
+            title="layer (shallow → deep)",
+            loc="outside right upper",
+            fontsize="small",
+            ncols=legend_cols,
+        )
 
     if acc_ax is not None and accuracy is not None:
         epochs, values = _sorted_curve(accuracy, "plot_srop_over_epochs: accuracy")

@@ -4,10 +4,14 @@ Three sources, detected by :func:`read_run`:
 
 - **TensorBoard** event files (:func:`read_tensorboard`): the scalars ``{prefix}/{layer}/{stat}``
   that :class:`~lightning_srop.SROPCallback` logged, and its histograms ``{prefix}/{layer}`` and
-  ``{prefix}/{layer}/per_sample_mean`` (the bins it kept: the fixed bins minus empty outer ones).
+  ``{prefix}/{layer}/per_sample_mean`` (the bins it logged: the fixed bins minus empty outer
+  ones with ``histogram_bins=None``, else re-binned for display, exactly: every logged bin is a
+  union of fixed bins). The callback's depth index (``{prefix}/{NN}-{layer}/{stat}``,
+  ``ordered_tags=True``) is recognised and stripped when every layer of the run carries one.
+  ``{prefix}/{layer}/change`` (``baseline=True``) goes to ``LayerReport.extra["change"]``.
   Statistics that were not logged as scalars are derived from the histograms where they can be
   (count exactly; mean and std from the histogram's sums, exact when the callback had them;
-  min, max and quantiles to within half a bin, see :func:`histogram_statistics`).
+  min, max and quantiles to within half a logged bin, see :func:`histogram_statistics`).
 - **CSVLogger** ``metrics.csv`` (:func:`read_csv`): scalars only, no histograms.
 - **Report JSON** files written by :meth:`SROPReport.to_json` (:func:`read_reports`): exact.
 
@@ -23,8 +27,9 @@ What a report read from a logger holds:
 - ``depth``: forward order. The callback logs layers in forward order, but TensorBoard sorts
   tags alphabetically, so the order is taken from the order in which the values were written:
   their wall time, and where two layers share a wall time (coarse clocks) their position in the
-  event files. CSVLogger sorts its columns alphabetically: pass ``order=`` to :func:`read_csv`
-  to restore forward order (e.g. ``read_tensorboard(...)[0].names``);
+  event files. CSVLogger sorts its columns alphabetically, which is forward order with the
+  callback's ordered tags; otherwise pass ``order=`` to :func:`read_csv` to restore it (e.g.
+  ``read_tensorboard(...)[0].names``);
 - no ``options``, ``meta``, ``model``, ``label`` or batch count: loggers do not record them.
 
 :func:`history` and :func:`to_csv` turn a run's reports into per-layer curves and one long table;
@@ -39,6 +44,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -60,6 +66,9 @@ __all__ = [
     "read_tensorboard",
     "to_csv",
 ]
+
+#: The change-since-baseline value (logged as a statistic, kept in ``LayerReport.extra``).
+CHANGE: Final[str] = "change"
 
 #: File names of TensorBoard event files.
 EVENTS_PATTERN: Final[str] = "events.out.tfevents.*"
@@ -273,12 +282,29 @@ def _tag_rest(tag: str, prefix: str) -> str | None:
 
 
 def _scalar_key(tag: str, prefix: str) -> tuple[str, str] | None:
-    """``(layer, statistic)`` of a scalar ``{prefix}/{layer}/{statistic}``."""
+    """``(layer, statistic)`` of a scalar ``{prefix}/{layer}/{statistic}`` (statistic one of
+    :data:`~lightning_srop.statistics.STATISTICS` or ``change``)."""
     rest = _tag_rest(tag, prefix)
     if rest is None:
         return None
     layer, _, stat = rest.rpartition("/")
-    return (layer, stat) if layer and stat in STATISTICS else None
+    return (layer, stat) if layer and (stat in STATISTICS or stat == CHANGE) else None
+
+
+_ORDERED_LABEL: Final[re.Pattern[str]] = re.compile(r"^(\d+)-(.+)$")
+
+
+def _unlabel(keys: dict[str, tuple[str, str]], *others: dict[str, tuple[str, str]]) -> None:
+    """Strip the callback's depth index (``{NN}-{layer}``, ``ordered_tags=True``) from the
+    layer part of every key, in place, when every layer label of the run carries one."""
+    labels = {layer for group in (keys, *others) for layer, _ in group.values()}
+    matches = {label: _ORDERED_LABEL.match(label) for label in labels}
+    if not labels or not all(matches.values()):
+        return
+    names = {label: match.group(2) for label, match in matches.items() if match is not None}
+    for group in (keys, *others):
+        for tag, (layer, what) in group.items():
+            group[tag] = (names[layer], what)
 
 
 def _histogram_key(tag: str, prefix: str) -> tuple[str, str] | None:
@@ -384,6 +410,7 @@ def read_tensorboard(
     tags = accumulator.Tags()
     scalar_tags = {t: key for t in tags.get("scalars", []) if (key := _scalar_key(t, prefix))}
     hist_tags = {t: key for t in tags.get("histograms", []) if (key := _histogram_key(t, prefix))}
+    _unlabel(scalar_tags, hist_tags)
     if not scalar_tags and not hist_tags:
         shown = sorted(tags.get("scalars", []))[:8]
         raise ValueError(
@@ -498,6 +525,7 @@ def _layer_from_tensorboard(
         counts=counts,
         sample_counts=per_sample,
         depth=depth,
+        extra={CHANGE: float(logged[CHANGE])} if CHANGE in logged else {},
     )
 
 
@@ -563,6 +591,7 @@ def read_csv(
         columns = list(reader.fieldnames or [])
         rows = list(reader)
     keys = {c: key for c in columns if (key := _scalar_key(c, prefix))}
+    _unlabel(keys)
     if not keys:
         raise ValueError(
             f"{where}: no SROP columns in {target}: looked for '{prefix}/<layer>/<statistic>' "
@@ -585,7 +614,10 @@ def read_csv(
             edges, counts, sample_counts = _empty_histogram()
             logged = values[name]
             stats = {s: logged.get(s, math.nan) for s in STATISTICS}
-            layers.append(LayerReport(name, stats, edges, counts, sample_counts, depth=depth))
+            extra = {CHANGE: logged[CHANGE]} if CHANGE in logged else {}
+            layers.append(
+                LayerReport(name, stats, edges, counts, sample_counts, depth=depth, extra=extra)
+            )
         reports.append(
             SROPReport(
                 layers=tuple(layers),

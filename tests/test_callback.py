@@ -32,6 +32,8 @@ LAYERS = [
     "features.4",
     "features.6",
 ]  # Conv, MaxPool, Conv, AdaptivePool
+#: The layers' components in logger tags (``ordered_tags=True``): a depth index first.
+TAG = {layer: f"{depth:02d}-{layer}" for depth, layer in enumerate(LAYERS)}
 BIN_WIDTH = (np.sqrt(2) / 2) / 1024
 
 
@@ -197,23 +199,30 @@ def read_tensorboard(log_dir: Path) -> Any:
 def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
     L.seed_everything(0)
     recorder = WeightRecorder()
-    cb = SROPCallback(stats=("mean", "median", "count", "flat"))
+    cb = SROPCallback(stats=("mean", "median", "count", "flat"), ordered_tags=True)
     tb = TensorBoardLogger(tmp_path, name="tb", version=0)
     csv_logger = CSVLogger(tmp_path, name="csv", version=0)
     train, val = loaders()
+    t = trainer(tmp_path, [cb, recorder], logger=[tb, csv_logger])
     with pytest.warns(SROPWarning, match="CSVLogger has no histogram support"):
-        trainer(tmp_path, [cb, recorder], logger=[tb, csv_logger]).fit(TinyCNN(), train, val)
+        t.fit(TinyCNN(), train, val)
 
     acc = read_tensorboard(tmp_path / "tb" / "version_0")
     tags = acc.Tags()
     srop_scalars = sorted(t for t in tags["scalars"] if t.startswith("srop/"))
-    expected = sorted(
-        f"srop/{layer}/{stat}" for layer in LAYERS for stat in ("mean", "median", "count", "flat")
-    )
-    assert srop_scalars == expected
-    assert sorted(t for t in tags["histograms"] if not t.endswith("per_sample_mean")) == sorted(
-        f"srop/{layer}" for layer in LAYERS
-    )
+    stats = ("mean", "median", "count", "flat", "change")  # change: baseline=True (default)
+    expected = [f"srop/{TAG[layer]}/{stat}" for layer in LAYERS for stat in sorted(stats)]
+    assert srop_scalars == expected  # sorted by name is forward order
+    assert sorted(t for t in tags["histograms"] if not t.endswith("per_sample_mean")) == [
+        f"srop/{TAG[layer]}" for layer in LAYERS
+    ]
+    # callback_metrics keep the plain keys users monitor, with the values the loggers got
+    for layer in LAYERS:
+        for stat in stats:
+            logged = acc.Scalars(f"srop/{TAG[layer]}/{stat}")[-1].value
+            assert float(t.callback_metrics[f"srop/{layer}/{stat}"]) == pytest.approx(
+                logged, rel=1e-6, nan_ok=True
+            )
     assert "srop/layer_profile" in tags["images"]
     assert len(acc.Images("srop/layer_profile")) == 2
     batches = val_batches(2)
@@ -222,27 +231,28 @@ def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
         for layer in LAYERS:
             values = ref[layer][np.isfinite(ref[layer])]
             events = {
-                s: acc.Scalars(f"srop/{layer}/{s}") for s in ("mean", "median", "count", "flat")
+                s: acc.Scalars(f"srop/{TAG[layer]}/{s}")
+                for s in ("mean", "median", "count", "flat")
             }
             assert all(len(e) == 2 for e in events.values())
             assert events["mean"][epoch].value == pytest.approx(values.mean(), rel=1e-5)
             assert abs(events["median"][epoch].value - np.quantile(values, 0.5)) <= BIN_WIDTH
             assert events["count"][epoch].value == values.size
             assert events["flat"][epoch].value == np.isnan(ref[layer]).sum()
-            hist = acc.Histograms(f"srop/{layer}")
+            hist = acc.Histograms(f"srop/{TAG[layer]}")
             assert len(hist) == 2
             assert hist[epoch].histogram_value.num == values.size
     # histograms and figures share the steps of Lightning's epoch-level scalars
-    steps = [e.step for e in acc.Scalars(f"srop/{LAYERS[0]}/mean")]
-    assert [e.step for e in acc.Histograms(f"srop/{LAYERS[0]}")] == steps
+    steps = [e.step for e in acc.Scalars(f"srop/{TAG[LAYERS[0]]}/mean")]
+    assert [e.step for e in acc.Histograms(f"srop/{TAG[LAYERS[0]]}")] == steps
+    assert [e.step for e in acc.Scalars("epoch")][-1] == steps[-1]
     assert [e.step for e in acc.Images("srop/layer_profile")] == steps
 
     rows = read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
     for layer in LAYERS:
-        logged = [float(r[f"srop/{layer}/mean"]) for r in rows if r.get(f"srop/{layer}/mean")]
-        assert logged == pytest.approx(
-            [e.value for e in acc.Scalars(f"srop/{layer}/mean")], rel=1e-6
-        )
+        key = f"srop/{TAG[layer]}/mean"
+        logged = [float(r[key]) for r in rows if r.get(key)]
+        assert logged == pytest.approx([e.value for e in acc.Scalars(key)], rel=1e-6)
 
 
 def test_unit_input_and_extra_stats(tmp_path: Path) -> None:
@@ -287,7 +297,7 @@ def test_wandb_offline_records_scalars_and_histograms(
     }.items():
         monkeypatch.setenv(key, value)
     recorder = WeightRecorder()
-    cb = SROPCallback(layers=r"^features\.(0|3)$")
+    cb = SROPCallback(layers=r"^features\.(0|3)$", ordered_tags=True)
     logger = WandbLogger(
         offline=True,
         save_dir=str(tmp_path),
@@ -320,16 +330,16 @@ def test_wandb_offline_records_scalars_and_histograms(
                 }
             )
     batches = val_batches(2)
-    for layer in ("features.0", "features.3"):
+    for layer, tag in (("features.0", "00-features.0"), ("features.3", "01-features.3")):
         means = [
-            (r["trainer/global_step"], r[f"srop/{layer}/mean"])
+            (r["trainer/global_step"], r[f"srop/{tag}/mean"])
             for r in rows
-            if f"srop/{layer}/mean" in r
+            if f"srop/{tag}/mean" in r
         ]
         hists = [
-            (r["trainer/global_step"], r[f"srop/{layer}/values"])
+            (r["trainer/global_step"], r[f"srop/{tag}/values"])
             for r in rows
-            if f"srop/{layer}/values" in r
+            if f"srop/{tag}/values" in r
         ]
         assert len(means) == 2 and means[0][0] < means[1][0]
         assert [s for s, _ in hists] == [s for s, _ in means]
@@ -362,7 +372,7 @@ def test_no_logger_fills_callback_metrics_with_one_notice(tmp_path: Path) -> Non
 
 
 def test_skips_sanity_check_measures_validate_and_every_n_epochs(tmp_path: Path) -> None:
-    cb = SROPCallback(layers=["features.0"], every_n_epochs=2, num_batches=3)
+    cb = SROPCallback(layers=["features.0"], every_n_epochs=2, num_batches=3, ordered_tags=True)
     probe = HookProbe()
     recorder = WeightRecorder()
     train, val = loaders()
@@ -377,7 +387,7 @@ def test_skips_sanity_check_measures_validate_and_every_n_epochs(tmp_path: Path)
     hooked = [h for s, _, h in probe.during if not s]
     assert hooked == ([1, 1, 1, 0] + [0] * 4) * 2 + [1, 1, 1, 0]
     rows = read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
-    epochs = [int(r["epoch"]) for r in rows if r.get("srop/features.0/mean")]
+    epochs = [int(r["epoch"]) for r in rows if r.get("srop/00-features.0/mean")]
     assert epochs == [0, 2, 4]
     assert int(cb.last_reports[0].stats["count"]) == 3 * 8 * 4
     # trainer.validate() is always measured

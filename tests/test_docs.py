@@ -4,6 +4,7 @@ names the commands that CI and newcomers run."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,9 +23,60 @@ def test_mkdocs_builds_strictly(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     api = (site / "api" / "index.html").read_text()
-    for name in ("spectral_rolloff", "SROPStatistics", "SROPCallback", "LayerReport"):
+    for name in (
+        "spectral_rolloff",
+        "SROPStatistics",
+        "SROPCallback",
+        "LayerReport",
+        "SROPOptions",
+        "SROPReport",
+        "read_tensorboard",
+        "plot_over_epochs",
+        "SROPWarning",
+        "SROPEngine",
+    ):
         assert name in api, name
     assert (site / "images" / "srop_summary.png").is_file()
+    pages = {p.relative_to(site): p.read_text() for p in site.rglob("*.html")}
+    # Sphinx roles of the docstrings were rewritten (docs/hooks/sphinx_roles.py)
+    for page, html in pages.items():
+        raw = re.findall(r":(?:class|func|meth|attr|data|mod|math):`", html)
+        assert not raw, (page, raw[:3])
+    # math rendered at build time by KaTeX (docs/hooks/katex_math.py), none left for a script
+    srop = pages[Path("srop") / "index.html"]
+    assert srop.count('class="katex"') >= 10 and 'class="arithmatex"' not in srop
+    assert 'class="katex"' in api  # :math: roles of docstrings
+    assert not any('class="arithmatex"' in html for html in pages.values())
+    assert (site / "javascripts" / "katex" / "katex.min.css").is_file()
+    # cross-references instead of roles: a link to the documented SROPReport class
+    assert 'href="#lightning_srop.report.SROPReport"' in api
+    # the new pages, their screenshots and the changelog included from CHANGELOG.md
+    dashboards = pages[Path("dashboards") / "index.html"]
+    for image in ("custom_scalars", "time_series", "histograms", "images"):
+        assert f"images/tensorboard_{image}.png" in dashboards
+        assert (site / "images" / f"tensorboard_{image}.png").is_file()
+    quickstart = pages[Path("quickstart") / "index.html"]
+    assert "lightning_srop.SROPCallback" in quickstart and "torch.nn.Conv2d" in quickstart
+    changelog = (ROOT / "CHANGELOG.md").read_text().splitlines()[2]
+    assert changelog.split("[")[0].strip() in pages[Path("changelog") / "index.html"]
+    assert "Spectral Roll-off Points Variations" in pages[Path("citation") / "index.html"]
+
+
+def test_sphinx_roles_are_rewritten() -> None:
+    sys.path.insert(0, str(ROOT / "docs" / "hooks"))
+    try:
+        from sphinx_roles import rewrite
+    finally:
+        sys.path.pop(0)
+    text = rewrite(
+        ":class:`~lightning_srop.report.SROPReport`, :func:`torch.fft.fft2`, "
+        ":meth:`SROPReport.to_json`, :math:`\\kappa E`"
+    )
+    assert text == (
+        '<autoref identifier="lightning_srop.report.SROPReport" optional>'
+        "<code>SROPReport</code></autoref>, `torch.fft.fft2()`, "
+        "`SROPReport.to_json()`, $\\kappa E$"
+    )
 
 
 def test_readme_commands_exist_and_ci_calls_the_test_command() -> None:

@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from matplotlib.image import imread
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.tensorboard import SummaryWriter
@@ -95,9 +96,11 @@ class Run:
         L.seed_everything(0, verbose=False)
         torch.set_num_threads(1)
         self.root = root
-        self.cb = SROPCallback(stats=STATS)
+        # The measured bins, unchanged (histogram_bins=None), under tags with a depth index.
+        self.cb = SROPCallback(stats=STATS, histogram_bins=None, ordered_tags=True)
         # A second callback with another prefix logs only the mean: the rest must be derived
-        # from its histograms.
+        # from its histograms, which are re-binned for display (the default); its tags are the
+        # plain layer names.
         self.lite = SROPCallback(stats=("mean",), prefix="lite", log_figure=False)
         self.keep, self.keep_lite = Keep(self.cb), Keep(self.lite)
         tb = TensorBoardLogger(root, name="tb", version=0)
@@ -191,18 +194,47 @@ def test_tensorboard_histograms_are_the_callbacks_bins(run: Run) -> None:
             assert got.sample_counts.sum() == want.sample_counts.sum() == 16  # 2 batches of 8
 
 
-def test_statistics_derived_from_histograms(run: Run) -> None:
+def _union_counts(counts: np.ndarray, edges: np.ndarray, read_edges: np.ndarray) -> np.ndarray:
+    """The callback's fixed-bin counts summed over each read bin (by fixed-bin centre)."""
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    index = np.searchsorted(read_edges, centres, side="right") - 1
+    inside = (index >= 0) & (index < read_edges.size - 1)
+    out = np.zeros(read_edges.size - 1, dtype=np.int64)
+    np.add.at(out, index[inside], counts[inside])
+    return out
+
+
+def test_display_histograms_are_exact_unions_of_the_callbacks_bins(run: Run) -> None:
+    accumulator = EventAccumulator(str(run.tb_dir), size_guidance={"histograms": 0})
+    accumulator.Reload()
+    for name in FORWARD:
+        events = accumulator.Histograms(f"lite/{name}")
+        assert len(events) == EPOCHS
+        for event, kept in zip(events, run.keep_lite.reports, strict=True):
+            h = event.histogram_value
+            edges = np.array([h.min, *h.bucket_limit])
+            counts = np.round(np.array(h.bucket)).astype(np.int64)
+            want = kept[name]
+            assert 1 <= counts.size <= 64 and counts.sum() == want.stats["count"]
+            np.testing.assert_array_equal(counts, _union_counts(want.counts, want.edges, edges))
+            assert np.count_nonzero(counts) >= 0.5 * counts.size  # not a comb of empty bins
+
+
+def test_statistics_derived_from_display_histograms(run: Run) -> None:
     reports = read_tensorboard(run.tb_dir, prefix="lite")
     assert len(reports) == EPOCHS and reports[0].names == FORWARD
     for read, kept in zip(reports, run.keep_lite.reports, strict=True):
         for name in FORWARD:
-            got, want = read[name].stats, kept[name].stats
+            layer, want_layer = read[name], kept[name]
+            got, want = layer.stats, want_layer.stats
             assert got["mean"] == pytest.approx(want["mean"], rel=1e-6)  # the logged scalar
             assert got["count"] == want["count"] > 0
             assert got["std"] == pytest.approx(want["std"], rel=1e-6, abs=1e-9)  # exact sums
+            assert 1 < layer.counts.size <= 2 * 64  # both histograms on one grid
+            widest = float(np.diff(layer.edges).max())
             for q in (*QUANTILES, "min", "max"):
-                assert abs(got[q] - want[q]) <= BIN_WIDTH, (name, q)
-            assert abs(got["sample_mean"] - want["sample_mean"]) <= BIN_WIDTH
+                assert abs(got[q] - want[q]) <= widest + BIN_WIDTH, (name, q)
+            assert abs(got["sample_mean"] - want["sample_mean"]) <= widest + BIN_WIDTH
             assert math.isnan(got["flat"])
 
 
@@ -289,8 +321,11 @@ def test_csv_equals_tensorboard_scalars(run: Run) -> None:
     csv_reports = read_csv(run.csv_dir / "metrics.csv")
     assert len(csv_reports) == EPOCHS
     assert [(r.epoch, r.step) for r in csv_reports] == [(r.epoch, r.step) for r in tb]
-    # CSVLogger sorts its columns: without `order` the column order is alphabetical.
-    assert csv_reports[0].names == sorted(FORWARD)
+    # CSVLogger sorts its columns; with the depth index in the tags that is forward order.
+    assert csv_reports[0].names == FORWARD
+    lite = read_csv(run.csv_dir / "metrics.csv", prefix="lite")  # plain names: alphabetical
+    assert lite[0].names == sorted(FORWARD)
+    assert read_csv(run.csv_dir, prefix="lite", order=FORWARD)[0].names == FORWARD
     for from_csv, from_tb in zip(csv_reports, tb, strict=True):
         for name in FORWARD:
             for stat in STATS:
@@ -327,7 +362,7 @@ def test_read_run_dispatch(run: Run) -> None:
     events = next(run.tb_dir.glob("events.out.tfevents.*"))
     assert [r.step for r in read_run(events)] == [r.step for r in tb]
     from_csv = read_run(run.csv_dir)
-    assert from_csv[0].names == sorted(FORWARD) and from_csv[0]["stem"].counts.size == 0
+    assert from_csv[0].names == FORWARD and from_csv[0]["stem"].counts.size == 0
     assert read_run(run.csv_dir / "metrics.csv")[1]["body"].stats["mean"] == pytest.approx(
         tb[1]["body"].stats["mean"], rel=1e-6
     )
@@ -378,7 +413,8 @@ def test_history_and_long_csv(run: Run, tmp_path: Path) -> None:
     text = to_csv(reports, tmp_path / "run.csv")
     assert (tmp_path / "run.csv").read_text() == text
     lines = text.splitlines()
-    assert lines[0].split(",") == ["epoch", "step", "depth", "layer", *STATISTICS]
+    # the change since the baseline (baseline=True) follows the statistics
+    assert lines[0].split(",") == ["epoch", "step", "depth", "layer", *STATISTICS, "change"]
     assert len(lines) == 1 + EPOCHS * len(FORWARD)
     first = lines[1].split(",")
     assert first[:4] == ["0", str(reports[0].step), "0", "stem"]
