@@ -59,7 +59,8 @@ def interpreted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Ten
         torch.save(results, {str(out)!r})
         """
     )
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an install
+    env = {**os.environ, "PYTHONPATH": root, "TRITON_INTERPRET": "1"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).parent)
     return torch.load(out, weights_only=False)
 

@@ -70,6 +70,8 @@ if _HAVE_TRITON:
         map_stride: Any,
         roll_percent: Any,
         flat_tolerance: Any,
+        low: Any,
+        high: Any,
         KEEP_DC: tl.constexpr,
         SINGLE: tl.constexpr,
         BLOCK: tl.constexpr,
@@ -116,12 +118,14 @@ if _HAVE_TRITON:
             running += tl.sum(p, axis=0)
         found = tl.where(found >= n_bins, tl.maximum(last_bin, 0), found)
 
-        invalid = (everything != everything) | (everything == float("inf"))
-        flat = (kept <= everything * flat_tolerance) & (invalid == 0)
+        # Energies outside [low, high] (NaN and Inf included) get status 3: the caller checks
+        # the input map and computes it again, rescaled, or marks it invalid.
+        in_range = (everything >= low) & (everything <= high)
+        flat = kept <= everything * flat_tolerance
         radius = tl.load(radius_ptr + found).to(tl.float32)
-        ok = (invalid == 0) & (flat == 0)
+        ok = in_range & (flat == 0)
         tl.store(srop_ptr + pid, tl.where(ok, radius, float("nan")))
-        tl.store(status_ptr + pid, tl.where(invalid, 2, tl.where(flat, 1, 0)).to(tl.uint8))
+        tl.store(status_ptr + pid, tl.where(in_range, tl.where(flat, 1, 0), 3).to(tl.uint8))
 
 
 def triton_rolloff(
@@ -132,6 +136,7 @@ def triton_rolloff(
     roll_percent: float,
     keep_dc: bool,
     flat_tolerance: float,
+    energy_range: tuple[float, float],
 ) -> tuple[Tensor, Tensor]:
     """SROPs and status codes of ``m`` half spectra, one program per map.
 
@@ -140,9 +145,13 @@ def triton_rolloff(
         order: int64 bin indices in radius order; ``weight``: Hermitian weights in that order
             (DC weight 0 unless kept); ``radius``: radius of each ordered bin.
         roll_percent, keep_dc, flat_tolerance: as in the plain path.
+        energy_range: ``(low, high)`` bounds of a map's total energy (DC included) for which
+            the SROP is computed as is; for complex64 spectra ``high`` must not exceed float32's
+            largest value (the threshold comparisons are made in float32).
 
     Returns:
-        float32 SROPs (NaN where none) and uint8 status codes (0 ok, 1 flat, 2 invalid).
+        float32 SROPs (NaN where none) and uint8 status codes (0 ok, 1 flat, 3 energy out of
+        range, NaN or Inf: to be checked and rescaled by the caller).
     """
     if not _HAVE_TRITON:  # pragma: no cover - guarded by triton_available
         raise RuntimeError("triton_rolloff: Triton is not installed.")
@@ -166,6 +175,8 @@ def triton_rolloff(
         pairs.shape[1],
         float(roll_percent),
         float(flat_tolerance),
+        float(energy_range[0]),
+        float(energy_range[1]),
         KEEP_DC=keep_dc,
         SINGLE=spectrum.dtype == torch.complex64,
         BLOCK=block,
