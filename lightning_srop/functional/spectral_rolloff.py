@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,13 +32,18 @@ from typing import Final, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_srop.functional._triton import triton_available, triton_rolloff
+from lightning_srop.functional._triton import (
+    triton_accumulate,
+    triton_available,
+    triton_rolloff,
+)
 
 __all__ = [
     "DEFAULT_MAX_CHUNK_BYTES",
     "DEFAULT_PLAN_CACHE_BYTES",
     "MAX_RADIUS_1D",
     "MAX_RADIUS_2D",
+    "FusedKernelWarning",
     "plan_cache_bytes",
     "set_plan_cache_bytes",
     "spectral_rolloff",
@@ -326,6 +332,170 @@ def _iter_map_chunks(
             yield from _iter_map_chunks(row, lead - 1, map_shape, maps)
 
 
+# ---------------------------------------------------------------- the fused kernel's guard
+
+
+class FusedKernelWarning(UserWarning):
+    """The fused Triton kernel raised or failed its self-check; the plain path is used instead.
+
+    Emitted once per device, compute dtype and accumulation. Results are never taken from a
+    kernel that failed: the plain PyTorch path computes them, for the rest of the process.
+    """
+
+
+# (device, compute dtype, accumulation) -> True: checked and in use; False: disabled.
+_FUSED_STATE: dict[tuple[str, torch.dtype, str], bool] = {}
+_FUSED_LOCK = threading.Lock()
+_SELF_CHECK_RTOL: Final[float] = 1e-5
+
+
+def _fused_rolloff(
+    spectrum: Tensor,
+    map_shape: tuple[int, int],
+    plan: _RadiusPlan,
+    roll_percent: float,
+    keep_dc: bool,
+    dtype: torch.dtype,
+) -> tuple[Tensor, Tensor] | None:
+    """The fused kernel's SROPs and status codes, or ``None`` when the plain path must be used.
+
+    The first use per (device, dtype, accumulation) checks the kernel on a few maps of the
+    chunk's own shape against a float64 computation (:func:`_fused_self_check`); a failed
+    check, and any error at any launch, emits one :class:`FusedKernelWarning` and disables the
+    kernel for that key for the rest of the process.
+    """
+    accumulate = triton_accumulate() if dtype == torch.float32 else "float64"
+    key = (str(spectrum.device), dtype, accumulate)
+    state = _FUSED_STATE.get(key)
+    if state is False:
+        return None
+    try:
+        if state is None:
+            problem = _fused_self_check(
+                map_shape, spectrum.device, roll_percent, keep_dc, dtype, accumulate
+            )
+            if problem is not None:
+                _disable_fused(key, problem)
+                return None
+            with _FUSED_LOCK:
+                _FUSED_STATE.setdefault(key, True)
+        return _launch_fused(spectrum, plan, roll_percent, keep_dc, dtype, accumulate)
+    except Exception as error:  # compile, launch or driver errors: never break the user's run
+        _disable_fused(key, f"raised {type(error).__name__}: {error}")
+        return None
+
+
+def _launch_fused(
+    spectrum: Tensor,
+    plan: _RadiusPlan,
+    roll_percent: float,
+    keep_dc: bool,
+    dtype: torch.dtype,
+    accumulate: str,
+) -> tuple[Tensor, Tensor]:
+    weight = plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype]
+    return triton_rolloff(
+        spectrum,
+        plan.order,
+        weight,
+        plan.radius[dtype],
+        roll_percent,
+        keep_dc,
+        _FLAT_TOLERANCE[dtype],
+        _energy_range(dtype),
+        accumulate,
+    )
+
+
+def _disable_fused(key: tuple[str, torch.dtype, str], problem: str) -> None:
+    with _FUSED_LOCK:
+        if _FUSED_STATE.get(key) is False:
+            return
+        _FUSED_STATE[key] = False
+    device, dtype, accumulate = key
+    warnings.warn(
+        f"lightning_srop: the fused Triton SROP kernel on {device} for {dtype} maps "
+        f"(accumulate={accumulate}) {problem}. SROPs are computed by the plain PyTorch path "
+        "instead for the rest of this process (correct, slower). Please report this with your "
+        "GPU, driver, torch and triton versions; LIGHTNING_SROP_DISABLE_TRITON=1 skips the "
+        "kernel and this check.",
+        FusedKernelWarning,
+        stacklevel=5,
+    )
+
+
+def _self_check_maps(height: int, width: int, dtype: torch.dtype) -> Tensor:
+    """Maps of one shape whose SROPs the self-check knows: random, post-ReLU, offset, an
+    analytic cosine, a constant (flat) and a zero map (energy out of range)."""
+    gen = torch.Generator().manual_seed(20261127)
+    noise = torch.randn(8, height, width, generator=gen, dtype=torch.float64)
+    noise[4:6] = noise[4:6].relu()
+    noise[6:] += 3.0
+    i = torch.arange(height, dtype=torch.float64)[:, None]
+    j = torch.arange(width, dtype=torch.float64)[None, :]
+    cosine = torch.cos(2 * math.pi * ((height // 3) * i / height + (width // 4) * j / width) + 0.3)
+    constant = torch.full((1, height, width), 1.5, dtype=torch.float64)
+    zero = torch.zeros(1, height, width, dtype=torch.float64)
+    return torch.cat([noise, cosine[None], constant, zero]).to(dtype)
+
+
+def _fused_self_check(
+    map_shape: tuple[int, int],
+    device: torch.device,
+    roll_percent: float,
+    keep_dc: bool,
+    dtype: torch.dtype,
+    accumulate: str,
+) -> str | None:
+    """Run the kernel on :func:`_self_check_maps`; ``None`` if it agrees, else the problem.
+
+    Agreement follows SPEC.md "Precision": each SROP must be a radius ``r`` whose cumulative
+    energy (float64, on CPU) reaches ``roll_percent * E`` within a relative ``1e-5`` while
+    the energy of the radii below ``r`` does not; flat and out-of-range codes must be exact.
+    """
+    height, width = map_shape
+    maps = _self_check_maps(height, width, dtype)
+    cpu = torch.device("cpu")
+    cpu_plan = _radius_plan(height, width, cpu)
+    device_plan = _radius_plan(height, width, device)
+    spectrum = torch.fft.rfft2(maps.to(device))
+    srop, status = _launch_fused(spectrum, device_plan, roll_percent, keep_dc, dtype, accumulate)
+    srop, status = srop.float().cpu(), status.cpu()
+    # float64 reference on CPU: cumulative weighted power in radius order.
+    power = torch.view_as_real(torch.fft.rfft2(maps.double())).square().sum(-1)
+    power = power.reshape(maps.shape[0], -1)
+    weight = cpu_plan.weight[torch.float64] if keep_dc else cpu_plan.weight_no_dc[torch.float64]
+    cumulative = (power[:, cpu_plan.order] * weight).cumsum(1)
+    kept = cumulative[:, -1]
+    everything = kept if keep_dc else kept + power[:, 0]
+    radius = cpu_plan.radius[torch.float32]
+    want_status = [_STATUS_OK] * 9 + [_STATUS_FLAT, _STATUS_RESCALE]
+    if keep_dc:
+        want_status[9] = _STATUS_OK  # with the DC bin kept, a constant's SROP is 0
+    if status.tolist() != want_status:
+        return f"failed its self-check: status codes {status.tolist()}, expected {want_status}"
+    for index in range(len(want_status)):
+        if want_status[index] != _STATUS_OK:
+            if not math.isnan(float(srop[index])):
+                return (
+                    f"failed its self-check: map {index} has no SROP but got {float(srop[index])}"
+                )
+            continue
+        target = roll_percent * float(kept[index])
+        slack = _SELF_CHECK_RTOL * float(kept[index])
+        got = float(srop[index])
+        at = cumulative[index][radius <= got]
+        below = cumulative[index][radius < got]
+        reached = at.numel() > 0 and float(at[-1]) >= target - slack
+        early = below.numel() > 0 and float(below[-1]) >= target + slack
+        if not reached or early or not float(everything[index]) > 0:
+            return (
+                f"failed its self-check on {height} x {width} maps: map {index} got SROP {got}, "
+                "not a roll-off of the float64 computation"
+            )
+    return None
+
+
 def _select_maps(
     source: Tensor, lead_shape: tuple[int, ...], index: Tensor, map_shape: tuple[int, int]
 ) -> Tensor:
@@ -347,14 +517,25 @@ class _Workspace:
     def __init__(
         self, maps: int, height: int, width: int, dtype: torch.dtype, device: torch.device
     ):
-        half = width // 2 + 1
         self.maps = maps
+        self.shape = (height, width)
         self.dtype = dtype
+        self.device = device
         self.fused = triton_available(device)
-        if not self.fused:  # the fused kernel needs only the spectrum
-            self.power = torch.empty(maps, height, half, dtype=dtype, device=device)
-            self.ordered = torch.empty(maps, height * half, dtype=dtype, device=device)
         self.cast: Tensor | None = None
+        self._power: Tensor | None = None
+        self._ordered: Tensor | None = None
+
+    def plain_buffers(self) -> tuple[Tensor, Tensor]:
+        """Power and radius-ordered buffers of the plain path (allocated on first use)."""
+        if self._power is None or self._ordered is None:
+            height, width = self.shape
+            half = width // 2 + 1
+            self._power = torch.empty(self.maps, height, half, dtype=self.dtype, device=self.device)
+            self._ordered = torch.empty(
+                self.maps, height * half, dtype=self.dtype, device=self.device
+            )
+        return self._power, self._ordered
 
     def as_compute_dtype(self, maps: Tensor) -> Tensor:
         if maps.dtype == self.dtype:
@@ -375,23 +556,18 @@ def _rolloff_chunk(
     spectrum = torch.fft.rfft2(work.as_compute_dtype(maps))
     weight = plan.weight[dtype] if keep_dc else plan.weight_no_dc[dtype]
     if work.fused:
-        return triton_rolloff(
-            spectrum,
-            plan.order,
-            weight,
-            plan.radius[dtype],
-            roll_percent,
-            keep_dc,
-            _FLAT_TOLERANCE[dtype],
-            _energy_range(dtype),
-        )
+        fused = _fused_rolloff(spectrum, work.shape, plan, roll_percent, keep_dc, dtype)
+        if fused is not None:
+            return fused
+        work.fused = False  # the kernel is off for this device and dtype: plain path below
     # |F|^2 in the spectrum's own layout: square (re, im) in place over the contiguous pairs,
     # then add the halves; then one gather into radius order. Measured 2 x faster on CPU than
     # mul + addcmul over the strided halves, and 3 x faster than gathering (re, im) pairs.
     pairs = torch.view_as_real(spectrum).square_()
-    power = torch.add(pairs[..., 0], pairs[..., 1], out=work.power[:m]).reshape(m, -1)
+    power_buffer, ordered_buffer = work.plain_buffers()
+    power = torch.add(pairs[..., 0], pairs[..., 1], out=power_buffer[:m]).reshape(m, -1)
     dc_power = power[:, 0].clone()
-    ordered = torch.gather(power, 1, plan.order.expand(m, -1), out=work.ordered[:m])
+    ordered = torch.gather(power, 1, plan.order.expand(m, -1), out=ordered_buffer[:m])
     ordered.mul_(weight)
     cumulative = ordered.cumsum_(1)
     kept = cumulative[:, -1]
