@@ -11,8 +11,9 @@ layer, interleaved in one run (best of `--repeats`), so ratios hold on a noisy m
   and extrapolated per map.
 
 Also printed: the model's forward time (same batch), and the peak extra resident memory of one
-`spectral_rolloff` call on the largest activation, measured in a fresh subprocess (peak RSS
-from getrusage after the call minus the RSS before it, the input already allocated; Linux).
+`spectral_rolloff` call on the largest activation, measured in a fresh subprocess: its peak
+RSS (VmHWM, reset through /proc/self/clear_refs just before the call) minus its RSS before
+the call, the input already allocated (Linux; skipped elsewhere).
 
 `--clock cpu` times with `time.process_time()` (CPU seconds of all threads of this process)
 instead of wall time: on a shared, oversubscribed machine wall times swing by 2 x or more from
@@ -111,21 +112,23 @@ def peak_extra_rss(shape: tuple[int, ...]) -> int | None:
     """Peak resident memory one ``spectral_rolloff`` call adds on a float32 input of ``shape``.
 
     Run in a fresh subprocess, so that memory freed earlier and kept by the allocator does not
-    hide the call's own. Bytes, or None where ``resource`` or ``/proc`` are unavailable.
+    hide the call's own. Bytes, or None where ``/proc/self/clear_refs`` is unavailable.
     """
     code = textwrap.dedent(
         f"""
-        import resource, torch
+        import torch
         from pathlib import Path
         from lightning_srop import spectral_rolloff
+        def kib(field):
+            lines = Path("/proc/self/status").read_text().splitlines()
+            return next(int(l.split()[1]) for l in lines if l.startswith(field + ":"))
         torch.set_num_threads({torch.get_num_threads()})
         x = torch.randn(*{tuple(shape)!r})
         spectral_rolloff(x[:1, :1])  # plan cached, libraries loaded
-        status = Path("/proc/self/status").read_text().splitlines()
-        rss = next(int(l.split()[1]) for l in status if l.startswith("VmRSS:")) * 1024
+        Path("/proc/self/clear_refs").write_text("5")  # peak RSS (VmHWM) := current RSS
+        before = kib("VmRSS")
         spectral_rolloff(x)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        print(max(0, peak - rss))
+        print(max(0, kib("VmHWM") - before) * 1024)
         """
     )
     root = str(Path(__file__).resolve().parents[1])
