@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -312,8 +314,13 @@ def test_memory_stays_bounded_on_a_large_channels_last_activation() -> None:
         print(after - before, x.numel() * 4)
         """
     )
+    root = str(Path(__file__).resolve().parents[1])  # this checkout's package, not an install
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": root},
     )
     grown, size = map(int, result.stdout.split())
     # A whole complex spectrum of x would be ~2.1 x its size; a contiguous copy 1 x.

@@ -1,10 +1,23 @@
 """Pure tensor functions: no Lightning, no hooks, no logging."""
 
 from lightning_srop.functional.spectral_rolloff import (
+    DEFAULT_PLAN_CACHE_BYTES,
     MAX_RADIUS_1D,
     MAX_RADIUS_2D,
+    FusedKernelWarning,
     RolloffResult,
+    plan_cache_bytes,
+    set_plan_cache_bytes,
     spectral_rolloff,
 )
 
-__all__ = ["MAX_RADIUS_1D", "MAX_RADIUS_2D", "RolloffResult", "spectral_rolloff"]
+__all__ = [
+    "DEFAULT_PLAN_CACHE_BYTES",
+    "MAX_RADIUS_1D",
+    "MAX_RADIUS_2D",
+    "FusedKernelWarning",
+    "RolloffResult",
+    "plan_cache_bytes",
+    "set_plan_cache_bytes",
+    "spectral_rolloff",
+]
