@@ -393,26 +393,40 @@ class SROPCallback(Callback):
         engine.reset()
         modes = {module: module.training for module in pl_module.modules()}
         measured = 0
+        failure: Exception | None = None
         try:
             with _kept_random_states(), torch.no_grad():
                 pl_module.eval()
-                for index, loader in enumerate(loaders):
-                    limit = limits[index] if index < len(limits) else math.inf
-                    for position, batch in enumerate(loader):
-                        if position >= limit or (
-                            self.num_batches is not None and measured >= self.num_batches
-                        ):
+                try:
+                    for index, loader in enumerate(loaders):
+                        limit = limits[index] if index < len(limits) else math.inf
+                        for position, batch in enumerate(loader):
+                            if position >= limit or (
+                                self.num_batches is not None and measured >= self.num_batches
+                            ):
+                                break
+                            self._baseline_forward(trainer, pl_module, engine, batch, index)
+                            measured += 1
+                        if self.num_batches is not None and measured >= self.num_batches:
                             break
-                        self._baseline_forward(trainer, pl_module, engine, batch, index)
-                        measured += 1
-                    if self.num_batches is not None and measured >= self.num_batches:
-                        break
-            reports = engine.reports()  # a collective: every process takes part
+                except Exception as err:  # the model's own forward: never stop training for it
+                    failure = err
+            reports = [] if failure is not None else engine.reports()  # a collective
         finally:
             engine.detach()
             engine.reset()
             for module, training in modes.items():
                 module.training = training
+        if failure is not None:
+            self._notice(
+                "baseline-failed",
+                "the SROP baseline calls the LightningModule's `forward` on each measured "
+                "batch's input (`pl_module(x)`), which failed with "
+                f"{type(failure).__name__}: {str(failure).strip()[:300] or '(no message)'}; "
+                "training goes on without it, and no `change` is reported. Define `forward(x)`, "
+                "or pass `baseline=False`.",
+            )
+            return
         self.baseline_report = SROPReport(
             layers=tuple(reports),
             options=self.options.to_dict(),

@@ -479,6 +479,7 @@ FIRST_PARTY = {
     "_wandb_reader",
     "_cli_module",
     "test_robustness",
+    "sphinx_roles",  # docs/hooks/sphinx_roles.py, the docs build's griffe extension
 }
 
 

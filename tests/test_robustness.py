@@ -249,6 +249,8 @@ def test_seed_range_and_numpy_scalars() -> None:
     assert cb.seed == 3 and cb.num_batches == 2 and isinstance(cb.num_batches, int)
     assert SROPCallback(seed=2**64 - 1).seed == 2**64 - 1
     assert SROPOptions(num_bins=np.int64(64)).num_bins == 64
+    opts = SROPCallback(roll_percent=np.float32(0.85)).options
+    assert isinstance(opts.roll_percent, float) and opts.roll_percent == pytest.approx(0.85)
     with pytest.raises(TypeError, match=r"`log_figure` to be a bool; got 'no'"):
         SROPCallback(log_figure="no")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"`every_n_epochs` to be an int >= 1; got 0"):
@@ -431,3 +433,36 @@ def test_default_skips_1d_layers_of_2d_networks_and_1x1_maps_quietly() -> None:
         named = profile(net, torch.randn(2, 3, 16, 16), layers=["conv", "gap"])
     assert named.names == ["conv"] and set(named.skipped) == {"gap"}
     assert "eca" not in report.skipped  # not chosen at all
+
+
+# ------------------------------------------------------------------------------------------
+# The baseline never stops training
+# ------------------------------------------------------------------------------------------
+
+
+class NoForward(L.LightningModule):
+    """Calls its layers in the steps and defines no ``forward`` (a common style)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2))
+
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        return self.net(batch[0]).pow(2).mean()
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.net(batch[0])
+
+    def configure_optimizers(self) -> Any:
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_baseline_on_a_module_without_forward_is_one_notice_not_a_crash(tmp_path: Path) -> None:
+    loader = DataLoader(val_data(), batch_size=8)
+    cb = SROPCallback()  # baseline=True by default
+    t = quiet_trainer(tmp_path, [cb], max_epochs=2)
+    with pytest.warns(SROPWarning, match=r"SROP baseline calls the LightningModule's `forward`"):
+        t.fit(NoForward(), loader, loader)
+    assert t.current_epoch == 2  # trained to the end
+    assert "srop/net.0/mean" in t.callback_metrics
+    assert "srop/net.0/change" not in t.callback_metrics
