@@ -2,7 +2,7 @@
 
 from lightning_srop.callback import SROPCallback
 from lightning_srop.engine import SROPEngine
-from lightning_srop.functional import RolloffResult, spectral_rolloff
+from lightning_srop.functional import FusedKernelWarning, RolloffResult, spectral_rolloff
 from lightning_srop.notices import SROPWarning
 from lightning_srop.options import SROPOptions
 from lightning_srop.plots import compare
@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "STATISTICS",
+    "FusedKernelWarning",
     "LayerMeta",
     "LayerReport",
     "RolloffResult",
