@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _ddp import InputRecorder, free_port, set_ddp_environment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -173,31 +172,8 @@ def test_resume_keeps_the_baseline(tmp_path: Path, one_thread: None) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-class InputRecorder(Callback):
-    def __init__(self) -> None:
-        self.inputs: list[Tensor] = []
-
-    def on_validation_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args: Any
-    ) -> None:
-        self.inputs.append(batch[0].clone())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world_size),
-        NODE_RANK="0",
-        LOCAL_RANK=str(rank),
-        RANK=str(rank),
-    )
+    set_ddp_environment(rank, world_size, port)
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = Net()  # the same weights on every rank
@@ -233,7 +209,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 def test_two_process_ddp_baseline_is_merged(tmp_path: Path) -> None:
     ctx = mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        _worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 300
     while not ctx.join(timeout=5):

@@ -4,8 +4,6 @@ those of one process over the union of both ranks' batches, on every rank."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from _ddp import InputRecorder, free_port, set_ddp_environment
 from _srop_reference import srop_reference as np_srop
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -52,31 +50,8 @@ def dataset() -> TensorDataset:
     return TensorDataset(x, torch.zeros(16))
 
 
-class InputRecorder(Callback):
-    def __init__(self) -> None:
-        self.inputs: list[Tensor] = []
-
-    def on_validation_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args: Any
-    ) -> None:
-        self.inputs.append(batch[0].clone())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        WORLD_SIZE=str(world_size),
-        NODE_RANK="0",
-        LOCAL_RANK=str(rank),
-        RANK=str(rank),
-    )
+    set_ddp_environment(rank, world_size, port)
     torch.manual_seed(0)
     model = DDPNet()  # the same weights on every rank
     cb = SROPCallback(layers=LAYERS, num_batches=None, stats=STATISTICS)
@@ -115,7 +90,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path) -> None:
     ctx = mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        _worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 240
     while not ctx.join(timeout=5):

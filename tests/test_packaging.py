@@ -478,6 +478,7 @@ FIRST_PARTY = {
     "_srop_reference",
     "_wandb_reader",
     "_cli_module",
+    "_ddp",
     "test_robustness",
     "test_recipes",
     "sphinx_roles",  # docs/hooks/sphinx_roles.py, the docs build's griffe extension

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from _ddp import free_port
 
 from lightning_srop import STATISTICS, SROPStatistics
 from lightning_srop.report import LayerReport
@@ -21,12 +21,6 @@ def _batches() -> list[torch.Tensor]:
     batches[1][0, 0] = 0.0  # flat
     batches[4][1, 2, 0, 0] = math.inf  # invalid
     return batches
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
@@ -57,7 +51,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_merge_equals_single_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
     single = SROPStatistics()
     for b in _batches():
         single.update(b)
