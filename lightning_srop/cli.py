@@ -45,7 +45,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_srop.options import SROPOptions
+from lightning_srop.options import UNIT_CHOICES, SROPOptions
 from lightning_srop.report import SROPReport
 from lightning_srop.statistics import STATISTICS
 
@@ -473,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--log", action="store_true", help="log-scale SROP axis")
     comp.add_argument(
         "--unit",
-        choices=typing.get_args(typing.get_type_hints(SROPOptions)["unit"]),
+        choices=UNIT_CHOICES,
         default="layer",
         help="cycles per pixel of each layer's grid, or per input pixel (default: layer)",
     )
