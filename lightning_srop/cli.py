@@ -727,7 +727,7 @@ def _counted(batches: Iterable[Any], input_key: str, counter: list[int]) -> Iter
     from lightning_srop.engine import batch_input
 
     for batch in batches:
-        counter[0] += int(batch_input(batch, input_key, owner=PROG).shape[0])
+        counter[0] += len(batch_input(batch, input_key, owner=PROG))
         yield batch
 
 

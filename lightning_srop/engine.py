@@ -11,17 +11,20 @@ command line drive it.
 
 Rules, in one place:
 
-- **Dimensionality**: a 4-D output ``(N, C, H, W)`` is a batch of 2-D maps; a 3-D output
-  ``(N, C, L)`` is a batch of 1-D signals when the module is a 1-D conv/pool/norm layer.
-  Any other 3-D output (e.g. tokens ``(N, L, D)``) is skipped unless ``ndim=1`` forces 1-D.
-  Outputs that are not floating-point tensors (tuples, dicts, integer tensors), of another
-  rank, or of ``1 x 1`` maps (no spectrum) are skipped. Every skip is recorded in
-  :attr:`SROPEngine.skipped`; it is announced once per layer with a
-  :class:`~lightning_srop.notices.SROPWarning` (on rank zero), except ``1 x 1`` maps of
-  layers chosen by default (global pools, squeeze-excitation), which are skipped quietly.
-- **Layout**: ``layout="NHWC"`` reads 4-D outputs as ``(N, H, W, C)`` (a view, no copy); the
-  default ``"auto"`` does so for a ``LayerNorm``/``Linear`` whose output's last dim is its
-  feature size (and dim 1 is not), with one notice.
+- **What an output is**: :mod:`lightning_srop.layouts` decides, once per layer and output
+  shape, whether an output is 2-D maps (``NCHW``, ``NHWC``, token grids) or 1-D signals
+  (``NCL``, ``NLC``), from the user's ``layout=``/``grid=``/``prefix_tokens=``/``ndim=``, the
+  module's type and input, and what the forward pass has shown. Tuples and mappings are read
+  through their first tensor. While a layer's reading is still open, light hooks on the
+  other modules collect that evidence (grids, lengths, the reading of each module's output);
+  once every reading is decided they are no longer attached. An inferred reading is stated
+  in one notice per batch that inferred something and kept in the layer's metadata.
+- **Skips**: outputs that are not floating-point tensors, refused readings (attention maps,
+  tensors whose axes cannot be told), ``1 x 1`` maps (no spectrum) and, among the default
+  choice, ECA-style ``Conv1d`` over a pooled channel vector are skipped. Every skip is
+  recorded in :attr:`SROPEngine.skipped`; it is announced once per layer with a
+  :class:`~lightning_srop.notices.SROPWarning` (on rank zero), except the quiet skips of
+  layers chosen by default (``1 x 1`` maps, channel attention).
 - **Repeated calls**: a module called several times in one batch (torchvision ResNet's shared
   ``relu``) is handled by ``repeated=``: ``"separate"`` (default) keeps one statistic per call
   site, keyed ``name``, ``name#1``, ``name#2``, ... in call order within the batch;
@@ -29,10 +32,13 @@ Rules, in one place:
   ``"first"`` keeps only the first call of each batch.
 - **Units**: ``unit="layer"`` reports cycles per pixel of the layer's own grid; ``unit="input"``
   divides by the total downscaling ``s`` of the layer (SPEC.md "Units"), taken per batch from
-  the input's spatial size: ``s = L_in / L`` in 1-D and ``s = sqrt(H_in W_in / (H W))`` in 2-D
-  (the common ratio when both axes are downscaled alike). The histogram range of a layer is
-  fixed by its first batch (``sqrt(2)/2 / s`` in 2-D); later values beyond it fall in the
-  last bin.
+  the input's own grid or length (``input_layout=``; never the batch or a feature axis):
+  ``s = sqrt(H_in W_in / (H W))`` in 2-D, ``L_in / L`` in 1-D, and the ratio of the last
+  (time) axes when a 2-D map comes from a 1-D input or the other way round. A layer finer
+  than the input (``s < 1``) has no place on the input's axis and is skipped. The histogram
+  range of a layer is ``max_radius / 2**j`` with ``2**j <= s``, widened exactly (power of
+  two) when a later batch or another process has a smaller ``s``: no value is clamped and no
+  value exceeds the Nyquist limit of the input.
 - **Compiled models**: hooks added after ``torch.compile`` are ignored by compiled code, so
   while an engine whose model holds compiled code is attached, compiled code runs eagerly
   (``torch.compiler.set_stance("force_eager")``, ``compiled="eager"``, the default), or the
@@ -44,51 +50,114 @@ Rules, in one place:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_srop.functional.spectral_rolloff import MAX_RADIUS_1D, MAX_RADIUS_2D
-from lightning_srop.layers import ONE_D_LAYER_TYPES, LayerChoice, select_layers
+from lightning_srop.layers import LayerChoice, select_layers
+from lightning_srop.layouts import (
+    CHANNELS_FIRST_TYPES,
+    Evidence,
+    Reading,
+    Refusal,
+    downscale_exponent,
+    downscaling,
+    input_spatial,
+    int_sizes,
+    read_layout,
+    unwrap_output,
+)
 from lightning_srop.notices import notice
 from lightning_srop.options import SROPOptions
 from lightning_srop.report import LayerMeta, LayerReport
 from lightning_srop.statistics import SROPStatistics
 
-__all__ = ["LayerMeta", "SROPEngine", "batch_input"]
+__all__ = ["BatchInput", "LayerMeta", "SROPEngine", "batch_input", "takes_image_list"]
+
+#: A model's input as a batch holds it: a tensor, or a list of image tensors (detection).
+BatchInput: TypeAlias = Tensor | list[Tensor]
 
 
-def batch_input(batch: Any, input_key: str = "input", *, owner: str = "profile") -> Tensor:
-    """The input tensor of a batch: the tensor itself, the first item of a tuple/list, or
-    ``batch[input_key]`` of a dict.
+def takes_image_list(model: nn.Module) -> bool:
+    """Whether ``model.forward`` declares a list of tensors as its first argument (torchvision
+    detection models: ``forward(images: List[Tensor], targets=None)``).
+
+    Examples:
+        >>> from torch import nn
+        >>> takes_image_list(nn.Conv2d(1, 1, 1))
+        False
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    if not params:
+        return False
+    note = params[0].annotation
+    text = note if isinstance(note, str) else repr(note)
+    return any(f"{kind}[" in text for kind in ("List", "list", "Sequence")) and "Tensor" in text
+
+
+def _tensor_list(value: object) -> bool:
+    return (
+        isinstance(value, (tuple, list))
+        and bool(value)
+        and all(isinstance(t, Tensor) for t in value)
+    )
+
+
+def batch_input(
+    batch: Any, input_key: str = "input", *, owner: str = "profile", image_list: bool = False
+) -> BatchInput:
+    """The model's input in a batch: the tensor itself, the first item of a tuple/list,
+    ``batch[input_key]`` of a dict, or a list of image tensors: the first item of an
+    ``(images, targets)`` batch, or the batch itself when ``image_list`` (the model takes a
+    list of images, see :func:`takes_image_list`).
 
     Examples:
         >>> import torch
         >>> x = torch.zeros(2, 3)
         >>> batch_input((x, torch.ones(2))) is x, batch_input({"input": x}) is x
         (True, True)
+        >>> images = [torch.zeros(3, 8, 8), torch.zeros(3, 6, 9)]
+        >>> len(batch_input((images, [{}, {}]))), len(batch_input(images, image_list=True))
+        (2, 2)
     """
     if isinstance(batch, Tensor):
         return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
+    if isinstance(batch, (tuple, list)) and batch:
+        if image_list and _tensor_list(batch) and all(t.dim() == 3 for t in batch):
+            return list(batch)
+        if isinstance(batch[0], Tensor):
+            return batch[0]
+        if _tensor_list(batch[0]):
+            return list(batch[0])
     if isinstance(batch, Mapping):
         value = batch.get(input_key)
         if isinstance(value, Tensor):
             return value
+        if isinstance(value, (tuple, list)) and _tensor_list(value):
+            return list(value)
+        keys = list(batch)
+        tensors = [k for k in keys if isinstance(batch[k], Tensor)]
+        hint = f" (e.g. `input_key`={tensors[0]!r})" if tensors else ""
         raise ValueError(
             f"{owner}: a dict batch needs its input tensor under `input_key`={input_key!r}; "
-            f"the batch has keys {list(batch)!r}."
+            f"the batch has keys {keys!r}. Pass the key that holds the input{hint}, or "
+            "`forward=lambda model, batch: model(**batch)` to call the model on the whole batch."
         )
     raise TypeError(
         f"{owner}: expected a batch that is a tensor, a tuple/list whose first item is the input "
-        f"tensor, or a dict with the input under `input_key`={input_key!r}; got "
-        f"{type(batch).__name__}."
+        f"(a tensor, or a list of image tensors), or a dict with the input under "
+        f"`input_key`={input_key!r}; got {type(batch).__name__}. For other batches pass "
+        "`forward=` (a callable (model, batch) -> output)."
     )
 
 
@@ -199,8 +268,17 @@ class SROPEngine:
         self._calls: dict[str, int] = {}
         self._fired: set[str] = set()
         self._input_shape: tuple[int, ...] | None = None
+        self._spatial: tuple[int, ...] | None = None  # the input's grid or length
+        self._spatial_why = "no input was recorded (call `set_input(x)` first)"
         self._device: torch.device | None = None
         self._holds_stance = False
+        # Layout decisions, once per (layer, where in the output, shape); see layouts.py.
+        self.evidence = Evidence()
+        self._readings: dict[tuple[str, str, tuple[int, ...]], tuple[Reading | Refusal, int]] = {}
+        self._evidence_handles: list[RemovableHandle] = []
+        self._want_evidence = False
+        self._missed = False  # a reading was decided (not cached) in this batch
+        self._inferred: list[str] = []  # readings inferred in this batch, announced at detach
 
     # ------------------------------------------------------------------ layer choice
     @property
@@ -214,6 +292,7 @@ class SROPEngine:
             raise RuntimeError(f"{self.owner}: cannot resolve layers while hooks are attached.")
         resolved = select_layers(self.model, self.options.layers, owner=self.owner)
         self.layers = resolved.layers
+        self._channel_attention = resolved.channel_attention
         for name in resolved.scripted:
             self._notice(
                 f"scripted:{name}",
@@ -226,24 +305,38 @@ class SROPEngine:
     # ------------------------------------------------------------------ hooks
     @property
     def num_hooks(self) -> int:
-        """Number of forward hooks this engine holds right now."""
-        return len(self._handles)
+        """Number of forward hooks this engine holds right now (evidence hooks included)."""
+        return len(self._handles) + len(self._evidence_handles)
 
     @property
     def attached(self) -> bool:
         """Whether the hooks are registered."""
         return bool(self._handles)
 
-    def set_input(self, x: Tensor | Sequence[int] | None) -> None:
-        """Record the input of the coming batch (its spatial size gives each layer's
-        downscaling, used with ``unit="input"`` and reported)."""
+    def set_input(self, x: BatchInput | Sequence[int] | None) -> None:
+        """Record the input of the coming batch: its batch size and its own grid or length
+        (``input_layout=``) give each layer's downscaling, used with ``unit="input"`` and
+        reported. A list of images (detection) gives the batch size only: such models resize
+        their images inside."""
+        self._spatial, self._spatial_why = None, "no input was recorded (call `set_input(x)` first)"
+        if isinstance(x, list) and x and all(isinstance(t, Tensor) for t in x):
+            self._input_shape = (len(x),)
+            self._device = x[0].device
+            self._spatial_why = (
+                "the input is a list of images, which the model resizes inside, so their size "
+                "is not the one its layers see"
+            )
+            return
         if isinstance(x, Tensor):
             self._input_shape = tuple(int(s) for s in x.shape)
             self._device = x.device
         elif x is None:
             self._input_shape = None
+            return
         else:
             self._input_shape = tuple(int(s) for s in x)
+        self._spatial, why = input_spatial(self._input_shape, self.options.input_layout)
+        self._spatial_why = why or self._spatial_why
 
     def attach(self) -> None:
         """Register one forward hook per chosen layer and start a new batch. Idempotent."""
@@ -265,13 +358,17 @@ class SROPEngine:
                 "(PyTorch >= 2.6); measure the uncompiled model."
             )
         self._calls = {}
+        self._missed = False
+        self.evidence.start_pass(self._input_shape, self._spatial)
         try:
             if compiled:
                 _EagerStance.acquire()
                 self._holds_stance = True
+            if self._want_evidence or not self._readings:
+                self._attach_evidence()
             for name, module in self.layers:
                 try:
-                    handle = module.register_forward_hook(self._make_hook(name))
+                    handle = module.register_forward_hook(self._make_hook(name), with_kwargs=True)
                 except RuntimeError as err:  # e.g. a ScriptModule refuses hooks
                     self._skip(
                         name, f"layer {name!r} ({type(module).__name__}) takes no hooks ({err})."
@@ -285,6 +382,8 @@ class SROPEngine:
     def detach(self) -> None:
         """Remove every hook this engine registered (safe to call any number of times)."""
         handles, self._handles = self._handles, []
+        handles += self._evidence_handles
+        self._evidence_handles = []
         try:
             for handle in handles:
                 handle.remove()
@@ -292,9 +391,42 @@ class SROPEngine:
             if self._holds_stance:
                 self._holds_stance = False
                 _EagerStance.release()
+            if handles:  # the end of a batch
+                self._want_evidence = self._missed
+                self._announce_inferred()
+
+    def _attach_evidence(self) -> None:
+        """Light hooks on the modules that are not measured, which only record how their
+        outputs read (for the readings of measured layers that depend on them)."""
+        chosen = {id(module) for _, module in self.layers}
+        if all(isinstance(m, CHANNELS_FIRST_TYPES) for _, m in self.layers):
+            return  # every reading is fixed by the module's type
+        for raw, module in self.model.named_modules():
+            if raw and id(module) not in chosen:
+                try:
+                    handle = module.register_forward_hook(
+                        self._make_evidence_hook(raw), with_kwargs=True
+                    )
+                except RuntimeError:  # TorchScript refuses hooks (and never runs them)
+                    continue
+                self._evidence_handles.append(handle)
+
+    def _announce_inferred(self) -> None:
+        if not self._inferred:
+            return
+        listed, self._inferred = self._inferred, []
+        shown = "; ".join(listed[:12]) + (
+            f"; ... ({len(listed)} in all)" if len(listed) > 12 else ""
+        )
+        notice(
+            f"{self.owner}: read {len(listed)} layer output(s) by inference: {shown}. Pass "
+            "`layout=` (and `grid=`, `prefix_tokens=` for tokens), for all layers or as "
+            "{name: value}, to state it.",
+            stacklevel=4,
+        )
 
     @contextlib.contextmanager
-    def capture(self, x: Tensor | None = None) -> Iterator[SROPEngine]:
+    def capture(self, x: BatchInput | None = None) -> Iterator[SROPEngine]:
         """Attach the hooks for the duration of the ``with`` block; they are removed on any exit."""
         if x is not None:
             self.set_input(x)
@@ -304,10 +436,22 @@ class SROPEngine:
         finally:
             self.detach()
 
-    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any], None]:
+    def _make_hook(self, name: str) -> Callable[[nn.Module, Any, Any, Any], None]:
         @torch.compiler.disable  # type: ignore[misc, untyped-decorator]
-        def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self._on_output(name, module, output)
+        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            self._on_output(name, module, args, kwargs, output)
+
+        return hook  # type: ignore[no-any-return]
+
+    def _make_evidence_hook(self, raw: str) -> Callable[[nn.Module, Any, Any, Any], None]:
+        @torch.compiler.disable  # type: ignore[misc, untyped-decorator]
+        def hook(module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
+            tensor, source = unwrap_output(output)
+            if tensor is None or tensor.dim() not in (3, 4) or not tensor.is_floating_point():
+                return
+            reading = self._reading(f"\0{raw}", module, tensor, source, args, kwargs, output)
+            if isinstance(reading, Reading):
+                self.evidence.note(tensor, reading)
 
         return hook  # type: ignore[no-any-return]
 
@@ -316,7 +460,17 @@ class SROPEngine:
         # Hooks, metrics on a device and the stance belong to this process; a copy sent to a
         # spawned process (ddp_spawn) starts detached and empty.
         state = self.__dict__.copy()
-        state.update(_handles=[], _holds_stance=False, metrics={}, _pool={}, _device=None, meta={})
+        state.update(
+            _handles=[],
+            _evidence_handles=[],
+            _holds_stance=False,
+            metrics={},
+            _pool={},
+            _device=None,
+            meta={},
+            evidence=Evidence(),
+            _readings={},
+        )
         return state
 
     # ------------------------------------------------------------------ capture
@@ -332,60 +486,54 @@ class SROPEngine:
         if not quiet:
             self._notice(name, message)
 
-    def _channels_last(self, name: str, module: nn.Module, output: Tensor) -> bool:
-        choice = self.options.layout_of(name)
-        if choice != "auto":
-            return choice == "NHWC"
-        if output.dim() != 4:
-            return False
-        features: int | None = None
-        if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) == 1:
-            features = int(module.normalized_shape[0])
-        elif isinstance(module, nn.Linear):
-            features = int(module.out_features)
-        if features is None or output.shape[-1] != features or output.shape[1] == features:
-            return False
-        self._notice(
-            f"layout:{name}",
-            f"layer {name!r} ({type(module).__name__}) returned shape {tuple(output.shape)}, "
-            f"whose last dim is its feature size {features}: read as channels-last (N, H, W, C) "
-            f"maps. Pass `layout='NHWC'` (or {{{name!r}: 'NHWC'}}) to say so, or 'NCHW' to "
-            "read it as (N, C, H, W).",
-        )
-        return True
+    def _reading(
+        self,
+        name: str,
+        module: nn.Module,
+        tensor: Tensor,
+        source: str,
+        args: Any,
+        kwargs: Any,
+        output: Any,
+    ) -> Reading | Refusal:
+        """The reading of this output, decided once per layer and shape (see layouts.py).
 
-    def _map_ndim(self, name: str, module: nn.Module, output: Tensor) -> int | None:
-        dims = output.dim()
-        ndim = self.options.ndim
-        where = f"layer {name!r} ({type(module).__name__})"
-        if ndim is None:
-            if dims == 4:
-                return 2
-            if dims == 3 and isinstance(module, ONE_D_LAYER_TYPES):
-                return 1
-            if dims == 3:
-                self._skip(
-                    name,
-                    f"{where} returned a 3-D tensor of shape {tuple(output.shape)}, read as "
-                    "tokens (N, L, D) without spatial order; it is skipped. Pass `ndim=1` to "
-                    "treat 3-D outputs as (N, C, L) signals.",
-                )
-                return None
-        elif dims == ndim + 2:
-            return ndim
-        expected = (
-            "(N, C, H, W) or (N, C, L)"
-            if ndim is None
-            else ("(N, C, H, W)" if ndim == 2 else "(N, C, L)")
+        Names starting with NUL are evidence modules: read with default options, never
+        announced."""
+        cache_key = (name, source, tuple(tensor.shape))
+        cached = self._readings.get(cache_key)
+        version = self.evidence.version
+        if cached is not None and (
+            isinstance(cached[0], Reading) or cached[0].final or cached[1] == version
+        ):
+            return cached[0]
+        self._missed = True
+        measured = not name.startswith("\0")
+        layout, for_layer = self.options.layout_of(name) if measured else ("auto", False)
+        grid, prefix = self.options.grid_of(name) if measured else (None, None)
+        sizes = int_sizes((*args, *(kwargs or {}).values()))
+        if isinstance(output, (tuple, list)):
+            sizes += int_sizes(output[1:])
+        reading = read_layout(
+            f"layer {name!r} ({type(module).__name__})",
+            module,
+            tensor,
+            source=source,
+            explicit=layout,
+            explicit_for_layer=for_layer,
+            grid=grid,
+            prefix_tokens=prefix,
+            ndim=self.options.ndim if measured else None,
+            evidence=self.evidence,
+            inputs=args,
+            sizes=sizes,
         )
-        self._skip(
-            name,
-            f"{where} returned a tensor of shape {tuple(output.shape)}; expected {expected} "
-            "feature maps; it is skipped.",
-        )
-        return None
+        self._readings[cache_key] = (reading, version)
+        if measured and isinstance(reading, Reading) and reading.inferred:
+            self._inferred.append(f"{name!r} as {reading.describe()} ({reading.inferred})")
+        return reading
 
-    def _on_output(self, name: str, module: nn.Module, output: Any) -> None:
+    def _on_output(self, name: str, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:
         count = self._calls.get(name, 0)
         self._calls[name] = count + 1
         self._fired.add(name)
@@ -394,25 +542,38 @@ class SROPEngine:
             return
         key = f"{name}#{count}" if count and repeated == "separate" else name
         where = f"layer {name!r} ({type(module).__name__})"
-        if not isinstance(output, Tensor):
+        tensor, source = unwrap_output(output)
+        if tensor is None:
             self._skip(
                 name,
-                f"{where} returned a {type(output).__name__}, not a tensor; it is skipped "
-                "(hook the submodule that produces the feature maps instead).",
+                f"{where} returned a {type(output).__name__} without a tensor first; it is "
+                "skipped (hook the submodule that produces the feature maps instead).",
             )
             return
-        if not output.is_floating_point():
+        if not tensor.is_floating_point():
             self._skip(
-                name, f"{where} returned a {output.dtype} tensor, not floating point; skipped."
+                name, f"{where} returned a {tensor.dtype} tensor, not floating point; skipped."
             )
             return
-        layout = "NCHW"
-        if output.dim() >= 3 and self._channels_last(name, module, output):
-            output = output.movedim(-1, 1)  # a view: spectral_rolloff takes any strides
-            layout = "NHWC"
-        ndim = self._map_ndim(name, module, output)
-        if ndim is None or output.shape[0] == 0:
+        reading = self._reading(name, module, tensor, source, args, kwargs, output)
+        if isinstance(reading, Refusal):
+            self._skip(name, reading.reason, quiet=reading.quiet)
             return
+        self.evidence.note(tensor, reading)
+        if tensor.shape[0] == 0:
+            return
+        if name in self._channel_attention:
+            why = self._not_temporal(args)
+            if why:
+                self._skip(
+                    name,
+                    f"{where} runs over {why}, not over time; skipped by the default choice "
+                    "(name it in `layers=` to measure it).",
+                    quiet=self._by_default,
+                )
+                return
+        output = reading.maps(tensor)
+        ndim = reading.ndim
         map_shape = tuple(int(s) for s in output.shape[-ndim:])
         if all(s == 1 for s in map_shape):
             self._skip(
@@ -421,19 +582,29 @@ class SROPEngine:
                 quiet=self._by_default,
             )
             return
-        downscale = self._downscaling(map_shape)
-        scale = 1.0
+        downscale = downscaling(map_shape, self._spatial) if self._spatial else None
+        scale, max_value = 1.0, None
         if self.options.unit == "input":
-            if downscale is None:
+            if self._spatial is None:
                 raise RuntimeError(
-                    f"{self.owner}: `unit='input'` needs the input's spatial size, but none was "
-                    f"recorded before {where} ran (input shape: {self._input_shape}); call "
-                    "`set_input(x)` first."
+                    f"{self.owner}: `unit='input'` needs the input's spatial size, but "
+                    f"{self._spatial_why} (input shape: {self._input_shape}; {where})."
                 )
+            exponent = downscale_exponent(map_shape, self._spatial)
+            if exponent < 0:
+                self._skip(
+                    name,
+                    f"{where} returned maps of {map_shape}, finer than the input's "
+                    f"{self._spatial}: no place on the input's axis with `unit='input'`; "
+                    "skipped (measure it with `unit='layer'`).",
+                )
+                return
+            assert downscale is not None
             scale = 1.0 / downscale
+            max_value = (MAX_RADIUS_2D if ndim == 2 else MAX_RADIUS_1D) * 2.0**-exponent
         metric = self.metrics.get(key)
         if metric is None:
-            metric = self._fresh_metric(key, ndim, scale, None, output.device)
+            metric = self._fresh_metric(key, ndim, scale, max_value, output.device)
             self.metrics[key] = metric
             self._device = output.device
             if key not in self.meta:
@@ -443,18 +614,36 @@ class SROPEngine:
                     channels=math.prod(int(s) for s in output.shape[1:-ndim]),
                     map_size=map_shape,
                     downscale=downscale,
-                    layout=layout,
+                    layout=reading.layout,
+                    source=reading.source,
+                    prefix_tokens=reading.prefix,
+                    inferred=reading.inferred,
                 )
         elif metric.ndim != ndim:
             self._notice(
                 key,
                 f"{where} changed from {metric.ndim}-D to {ndim}-D maps "
-                f"(shape {tuple(output.shape)}); those outputs are skipped.",
+                f"(shape {tuple(tensor.shape)}); those outputs are skipped.",
             )
             return
-        metric.scale = scale  # the downscaling of this batch (histogram range stays fixed)
+        elif max_value is not None and max_value > metric.max_value:
+            metric.grow(max_value)  # a smaller downscaling than before: widen exactly
+        metric.scale = scale  # the downscaling of this batch
         with torch.no_grad():
             metric.update(output.detach())
+
+    def _not_temporal(self, args: Any) -> str:
+        """What a default ``Conv1d`` of a 2-D model runs over when that is not time: a pooled
+        channel vector (ECA-style channel attention) or a flattened 2-D grid; else ``""``."""
+        first = args[0] if args else None
+        if not isinstance(first, Tensor) or first.dim() != 3:
+            return ""
+        channels, length = int(first.shape[1]), int(first.shape[2])
+        if channels == 1 and length in self.evidence.channels_2d:
+            return "a pooled channel vector (ECA-style channel attention)"
+        if any(h * w == length for h, w in self.evidence.grids):
+            return "a flattened 2-D grid"
+        return ""
 
     def _fresh_metric(
         self,
@@ -494,17 +683,6 @@ class SROPEngine:
         self._pool[key] = metric
         return metric
 
-    def _downscaling(self, map_shape: tuple[int, ...]) -> float | None:
-        shape = self._input_shape
-        if shape is None or len(shape) < len(map_shape):
-            return None
-        in_size = shape[-len(map_shape) :]
-        return (
-            math.sqrt(math.prod(in_size) / math.prod(map_shape))
-            if len(map_shape) == 2
-            else (in_size[0] / map_shape[0])
-        )
-
     # ------------------------------------------------------------------ results
     def unfired(self) -> list[str]:
         """Chosen layers whose hooks never ran since the last :meth:`reset`."""
@@ -539,13 +717,13 @@ class SROPEngine:
                 known = merged.setdefault(key, (ndim, max_value, scale))
                 if meta is not None:
                     self.meta.setdefault(key, meta)
-                if known[:2] != (ndim, max_value):
+                if known[0] != ndim:
                     raise RuntimeError(
-                        f"{self.owner}: layer {key!r} has {known[0]}-D maps with histogram range "
-                        f"{known[1]:.6g} on one process and {ndim}-D maps with range "
-                        f"{max_value:.6g} on another (different input sizes with unit='input'?); "
-                        "its statistics cannot be merged."
+                        f"{self.owner}: layer {key!r} has {known[0]}-D maps on one process and "
+                        f"{ndim}-D maps on another; its statistics cannot be merged."
                     )
+                # Ranges are max_radius / 2**j: the widest holds the others exactly.
+                merged[key] = (ndim, max(known[1], max_value), known[2])
         device = self._device
         if device is None:
             backend = torch.distributed.get_backend()
@@ -559,6 +737,8 @@ class SROPEngine:
             metric = self.metrics.get(key)
             if metric is None:
                 metric = self._fresh_metric(key, ndim, scale, max_value, device)
+            elif metric.max_value < max_value:
+                metric.grow(max_value)
             metrics[key] = metric
         self.metrics = metrics
 

@@ -2,11 +2,23 @@
 
 - **Layer choice** (``layers=``):
 
-  * ``None`` picks the layers whose outputs are spatial maps *for the model at hand*: in a
-    model that holds any 2-D convolution or pooling layer, every 2-D convolution and
-    pooling/downscaling layer (:data:`DEFAULT_LAYER_TYPES_2D`); in a model without any, every
-    1-D convolution and pooling layer (:data:`DEFAULT_LAYER_TYPES_1D`). So an ECA block's
-    ``Conv1d`` over a pooled channel vector in a 2-D network is not measured unless named.
+  * ``None`` picks the layers whose outputs are spatial maps *for the model at hand*:
+
+    - every 2-D convolution and pooling/downscaling layer (:data:`DEFAULT_LAYER_TYPES_2D`)
+      and every 1-D convolution and pooling layer (:data:`DEFAULT_LAYER_TYPES_1D`): CNNs,
+      audio models, and mixed ones (a spectrogram or subsampling front-end followed by
+      temporal ``Conv1d``);
+    - in a model whose spatial information flows as tokens, every **transformer block**:
+      the innermost item of a ``ModuleList``/``Sequential`` that holds a token attention
+      (``nn.MultiheadAttention``, or a module with ``Linear`` projections named ``qkv``,
+      ``query``/``key``/``value``, ``q_proj``/``k_proj``/``v_proj`` or ``q``/``k``/``v``).
+      Its output is read over the patch grid (:mod:`lightning_srop.layouts`); the patch
+      embedding is a 2-D convolution, chosen by the first rule. CNNs have no such block, so
+      their default choice is unchanged.
+
+    In a model with 2-D layers, a default ``Conv1d`` that runs over a pooled channel vector
+    (ECA-style channel attention: one input channel whose length is a channel count of the
+    2-D maps) is left out at run time and listed in the report's ``skipped``.
   * a string is a regular expression matched with :func:`re.search` against clean qualified
     names (anchor it with ``^...$`` for exact names), **unless** it is the dotted path of a
     module class that can be imported (``"torch.nn.Conv2d"``, ``"timm.layers.BlurPool2d"``):
@@ -44,16 +56,17 @@ __all__ = [
     "DEFAULT_LAYER_TYPES",
     "DEFAULT_LAYER_TYPES_1D",
     "DEFAULT_LAYER_TYPES_2D",
-    "ONE_D_LAYER_TYPES",
     "WRAPPER_NAMES",
     "LayerChoice",
     "ResolvedLayers",
     "check_layer_choice",
     "clean_name",
     "is_scripted",
+    "is_token_attention",
     "normalize_layer_choice",
     "resolve_layers",
     "select_layers",
+    "transformer_blocks",
 ]
 
 #: Module types selected by ``layers=None`` in a model that has any of them.
@@ -82,20 +95,6 @@ DEFAULT_LAYER_TYPES_1D: Final[tuple[type[nn.Module], ...]] = (
 DEFAULT_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
     *DEFAULT_LAYER_TYPES_2D,
     *DEFAULT_LAYER_TYPES_1D,
-)
-
-#: Module types whose 3-D outputs are ``(N, C, L)`` signals (auto-detected as 1-D).
-ONE_D_LAYER_TYPES: Final[tuple[type[nn.Module], ...]] = (
-    nn.Conv1d,
-    nn.ConvTranspose1d,
-    nn.MaxPool1d,
-    nn.AvgPool1d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveMaxPool1d,
-    nn.LPPool1d,
-    nn.BatchNorm1d,
-    nn.InstanceNorm1d,
-    nn.Upsample,
 )
 
 #: Name components removed from qualified names wherever they appear.
@@ -295,6 +294,64 @@ def check_layer_choice(layers: object, owner: str) -> None:
     normalize_layer_choice(layers, owner)
 
 
+_PROJECTIONS: Final[tuple[frozenset[str], ...]] = (
+    frozenset({"qkv"}),
+    frozenset({"query", "key", "value"}),
+    frozenset({"q_proj", "k_proj", "v_proj"}),
+    frozenset({"q", "k", "v"}),
+)
+
+
+def is_token_attention(module: nn.Module) -> bool:
+    """Whether ``module`` is attention over tokens: ``nn.MultiheadAttention``, or a module
+    with ``Linear`` query/key/value projections as children (channel or spatial attention of
+    CNNs, built from convolutions and pooling, is not).
+
+    Examples:
+        >>> from torch import nn
+        >>> is_token_attention(nn.MultiheadAttention(8, 2))
+        True
+        >>> class Attention(nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.qkv, self.proj = nn.Linear(8, 24), nn.Linear(8, 8)
+        >>> is_token_attention(Attention()), is_token_attention(nn.Conv2d(1, 1, 1))
+        (True, False)
+    """
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    linear = {n for n, c in module.named_children() if isinstance(c, nn.Linear)}
+    return any(names <= linear for names in _PROJECTIONS)
+
+
+def transformer_blocks(root: nn.Module) -> list[str]:
+    """Raw qualified names of the transformer blocks of ``root``: the innermost items of a
+    ``ModuleList``/``Sequential`` that hold a token attention (see :func:`is_token_attention`).
+
+    Examples:
+        >>> from torch import nn
+        >>> layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        >>> transformer_blocks(nn.TransformerEncoder(layer, 2, enable_nested_tensor=False))
+        ['layers.0', 'layers.1']
+    """
+    holds: set[str] = set()
+    for raw, module in root.named_modules():
+        if isinstance(module, nn.MultiheadAttention) or is_token_attention(module):
+            holds.add(raw)
+    if not holds:
+        return []
+    items: list[str] = []
+    for raw, module in root.named_modules():
+        if not isinstance(module, (nn.ModuleList, nn.Sequential)):
+            continue
+        for child_name, _ in module.named_children():
+            item = f"{raw}.{child_name}" if raw else child_name
+            if any(h == item or h.startswith(item + ".") for h in holds):
+                items.append(item)
+    # innermost: drop items that contain another item
+    return [i for i in items if not any(o != i and o.startswith(i + ".") for o in items)]
+
+
 @dataclass(frozen=True)
 class ResolvedLayers:
     """The outcome of a layer choice on one model.
@@ -303,11 +360,14 @@ class ResolvedLayers:
         layers: ``(clean name, module)`` pairs to hook, in registration order.
         scripted: clean names the choice selected that lie inside TorchScript (not hookable).
         by_default: whether the choice was ``None`` (the default): skips are quiet then.
+        channel_attention: default-chosen ``Conv1d`` layers of a model with 2-D layers, left
+            out at run time when they run over a pooled channel vector (ECA-style).
     """
 
     layers: list[tuple[str, nn.Module]]
     scripted: list[str]
     by_default: bool
+    channel_attention: frozenset[str] = frozenset()
 
 
 def select_layers(
@@ -326,11 +386,13 @@ def select_layers(
     arg = f"{owner}: `layers`"
     by_default = layers is None
     chosen: list[_Named]
+    channel_attention: frozenset[str] = frozenset()
     if layers is None:
         plain = [n for n in named if n.scripted_in is None]
-        chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES_2D)]
-        if not chosen:
-            chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES_1D)]
+        blocks = set(transformer_blocks(model))
+        chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES) or n.raw in blocks]
+        if any(isinstance(n.module, DEFAULT_LAYER_TYPES_2D) for n in chosen):
+            channel_attention = frozenset(n.name for n in chosen if isinstance(n.module, nn.Conv1d))
         if not chosen:
             kinds = ", ".join(t.__name__ for t in DEFAULT_LAYER_TYPES[:6])
             raise ValueError(
@@ -381,7 +443,7 @@ def select_layers(
             "code never runs Python forward hooks; choose a module that calls it, or measure "
             "the model before scripting."
         )
-    return ResolvedLayers(hookable, scripted, by_default)
+    return ResolvedLayers(hookable, scripted, by_default, channel_attention)
 
 
 def _by_names_and_types(

@@ -23,10 +23,13 @@ from lightning_srop.statistics import STATISTICS
 
 __all__ = [
     "COMPILED_CHOICES",
+    "INPUT_LAYOUT_CHOICES",
     "LAYOUT_CHOICES",
     "REPEATED_CHOICES",
     "UNIT_CHOICES",
     "Compiled",
+    "Grid",
+    "InputLayout",
     "Layout",
     "Repeated",
     "SROPOptions",
@@ -39,7 +42,9 @@ __all__ = [
 Unit: TypeAlias = Literal["layer", "input"]
 Repeated: TypeAlias = Literal["separate", "merge", "first"]
 Compiled: TypeAlias = Literal["eager", "error"]
-Layout: TypeAlias = Literal["auto", "NCHW", "NHWC"]
+Layout: TypeAlias = Literal["auto", "NCHW", "NHWC", "NCL", "NLC", "tokens"]
+InputLayout: TypeAlias = Literal["auto", "NCHW", "NHWC", "NCL", "NLC", "NL"]
+Grid: TypeAlias = tuple[int, int]
 
 #: Values of ``unit=``: cycles per pixel of the layer's grid, or per input pixel.
 UNIT_CHOICES: Final[tuple[str, ...]] = get_args(Unit)
@@ -47,8 +52,10 @@ UNIT_CHOICES: Final[tuple[str, ...]] = get_args(Unit)
 REPEATED_CHOICES: Final[tuple[str, ...]] = get_args(Repeated)
 #: Values of ``compiled=``: run compiled code eagerly while measuring, or refuse it.
 COMPILED_CHOICES: Final[tuple[str, ...]] = get_args(Compiled)
-#: Values of ``layout=``: where the channels of a 4-D output are.
+#: Values of ``layout=``: how an output is read (see :mod:`lightning_srop.layouts`).
 LAYOUT_CHOICES: Final[tuple[str, ...]] = get_args(Layout)
+#: Values of ``input_layout=``: where the input keeps its spatial axes (for ``unit="input"``).
+INPUT_LAYOUT_CHOICES: Final[tuple[str, ...]] = get_args(InputLayout)
 
 
 def check_choice(value: object, choices: Sequence[str], argument: str, owner: str) -> None:
@@ -125,6 +132,50 @@ def _check_layout(layout: object, owner: str) -> Layout | Mapping[str, Layout]:
     return layout  # type: ignore[return-value]
 
 
+def _check_per_layer(value: object, argument: str, owner: str, check: Any) -> Any:
+    """``check(value)`` for one value, or for every value of a ``{layer name: value}`` mapping."""
+    if isinstance(value, Mapping):
+        out = {}
+        for name, item in value.items():
+            if not isinstance(name, str):
+                raise TypeError(
+                    f"{owner}: expected the keys of `{argument}` to be layer names (str); "
+                    f"got {name!r}."
+                )
+            out[name] = check(item, f"{argument}[{name!r}]")
+        return out
+    return check(value, argument)
+
+
+def _check_grid(owner: str) -> Any:
+    def check(value: object, argument: str) -> Grid | None:
+        if value is None:
+            return None
+        if (
+            isinstance(value, Sequence)
+            and not isinstance(value, str)
+            and len(value) == 2
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+            and all(int(v) >= 1 for v in value)  # type: ignore[call-overload]
+        ):
+            return (int(value[0]), int(value[1]))  # type: ignore[call-overload]
+        raise ValueError(
+            f"{owner}: expected `{argument}` to be None (inferred) or a patch grid (h, w) of two "
+            f"ints >= 1; got {value!r}."
+        )
+
+    return check
+
+
+def _check_prefix(owner: str) -> Any:
+    def check(value: object, argument: str) -> int | None:
+        if value is None:
+            return None
+        return check_int(value, argument, owner, minimum=0, none_means="inferred")
+
+    return check
+
+
 @dataclasses.dataclass(frozen=True)
 class SROPOptions:
     """What is measured and how: one validated set, shared by the callback, ``profile`` and the CLI.
@@ -142,11 +193,18 @@ class SROPOptions:
             forces it (``ndim=1`` also takes 3-D outputs of any module, e.g. tokens).
         unit: ``"layer"`` (cycles per pixel of the layer's grid) or ``"input"`` (cycles per
             input pixel: the SROP divided by the layer's total downscaling).
-        layout: where a 4-D output keeps its channels: ``"NCHW"``, ``"NHWC"`` (Swin-style
-            stages, ``LayerNorm``/``Linear`` applied to ``(N, H, W, C)`` tensors), or
-            ``"auto"`` (NCHW, except a ``LayerNorm`` or ``Linear`` whose output's last dim is
-            its feature size and whose dim 1 is not, which is read as NHWC). A mapping
-            ``{layer name: layout}`` sets it per layer (others ``"auto"``).
+        layout: how an output is read: ``"auto"`` (decided from what the forward pass shows,
+            see :mod:`lightning_srop.layouts`), ``"NCHW"`` or ``"NHWC"`` for 4-D outputs,
+            ``"NCL"`` or ``"NLC"`` for 3-D signals, ``"tokens"`` for ``(N, P + h*w, D)``
+            token grids. A mapping ``{layer name: layout}`` sets it per layer (others
+            ``"auto"``); a global layout applies to the outputs of its rank only.
+        grid: the ``(h, w)`` patch grid of token outputs, or ``{layer name: (h, w)}``;
+            ``None`` infers it from the forward pass.
+        prefix_tokens: tokens before the grid (class, distillation, registers), or a mapping
+            per layer; ``None`` infers it (the token count minus ``h * w``).
+        input_layout: where the input keeps its spatial axes, for ``unit="input"``:
+            ``"auto"`` (``(N, C, H, W)`` images, ``(N, T)`` waveforms, ``(N, 1, L)``
+            signals), ``"NCHW"``, ``"NHWC"``, ``"NCL"``, ``"NLC"`` or ``"NL"``.
         stats: statistics reported as scalars, any of
             :data:`~lightning_srop.statistics.STATISTICS`.
         repeated: a module called several times per batch: ``"separate"`` (keys ``name``,
@@ -175,6 +233,9 @@ class SROPOptions:
     ndim: int | None = None
     unit: Unit = "layer"
     layout: Layout | Mapping[str, Layout] = "auto"
+    grid: Grid | Mapping[str, Grid] | None = None
+    prefix_tokens: int | Mapping[str, int] | None = None
+    input_layout: InputLayout = "auto"
     stats: Sequence[str] = ("mean", "median")
     repeated: Repeated = "separate"
     num_bins: int = 1024
@@ -207,6 +268,13 @@ class SROPOptions:
         fix(self, "roll_percent", float(self.roll_percent))
         check_choice(self.unit, UNIT_CHOICES, "unit", owner)
         fix(self, "layout", _check_layout(self.layout, owner))
+        fix(self, "grid", _check_per_layer(self.grid, "grid", owner, _check_grid(owner)))
+        fix(
+            self,
+            "prefix_tokens",
+            _check_per_layer(self.prefix_tokens, "prefix_tokens", owner, _check_prefix(owner)),
+        )
+        check_choice(self.input_layout, INPUT_LAYOUT_CHOICES, "input_layout", owner)
         fix(self, "stats", _check_stats(self.stats, owner))
         check_choice(self.repeated, REPEATED_CHOICES, "repeated", owner)
         fix(self, "num_bins", check_int(self.num_bins, "num_bins", owner, minimum=2))
@@ -223,11 +291,29 @@ class SROPOptions:
         """
         return dataclasses.replace(self, **changes)
 
-    def layout_of(self, name: str) -> Layout:
-        """The layout option that applies to layer ``name``."""
+    def layout_of(self, name: str) -> tuple[Layout, bool]:
+        """The layout option that applies to layer ``name`` and whether it names the layer.
+
+        Examples:
+            >>> SROPOptions(layout={"norm": "NHWC"}).layout_of("norm")
+            ('NHWC', True)
+            >>> SROPOptions(layout="tokens").layout_of("blocks.0")
+            ('tokens', False)
+        """
         if isinstance(self.layout, Mapping):
-            return self.layout.get(name, "auto")
-        return self.layout
+            value = self.layout.get(name)
+            return (value, True) if value is not None else ("auto", False)
+        return self.layout, False
+
+    def grid_of(self, name: str) -> tuple[Grid | None, int | None]:
+        """The token grid and prefix count given for layer ``name`` (None: inferred)."""
+        grid = self.grid.get(name) if isinstance(self.grid, Mapping) else self.grid
+        prefix = (
+            self.prefix_tokens.get(name)
+            if isinstance(self.prefix_tokens, Mapping)
+            else self.prefix_tokens
+        )
+        return grid, prefix
 
     def to_dict(self) -> dict[str, Any]:
         """The options as plain JSON-friendly values (the layer choice as its ``repr`` when it
@@ -242,7 +328,7 @@ class SROPOptions:
             elif isinstance(value, tuple):
                 value = list(value)
             elif isinstance(value, Mapping):
-                value = dict(value)
+                value = {k: list(v) if isinstance(v, tuple) else v for k, v in value.items()}
             out[f.name] = value
         return out
 

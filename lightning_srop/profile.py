@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
-from lightning_srop.engine import SROPEngine, batch_input
+from lightning_srop.engine import BatchInput, SROPEngine, batch_input, takes_image_list
 from lightning_srop.options import SROPOptions, check_bool
 from lightning_srop.report import LayerReport, SROPReport
 
@@ -75,6 +76,7 @@ def profile(
     autocast: torch.dtype | None = None,
     progress: bool | None = None,
     label: str | None = None,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
     **changes: Any,
 ) -> SROPReport:
     """Per-layer SROP statistics of ``model`` over ``data``, without a Trainer.
@@ -87,10 +89,13 @@ def profile(
     the same :class:`~lightning_srop.engine.SROPEngine`.
 
     Args:
-        model: any ``nn.Module``; it is called as ``model(x)``.
-        data: one batch (a tensor) or an iterable of batches (a list, a ``DataLoader``). A
-            batch is a tensor, a tuple/list whose first item is the input (``(x, y)``), or a
-            dict holding the input under ``input_key``.
+        model: any ``nn.Module``; it is called as ``model(x)`` on each batch's input, or as
+            ``forward(model, batch)``.
+        data: one batch (a tensor, or a list of image tensors for a model that takes one) or
+            an iterable of batches (a list, a ``DataLoader``). A batch is a tensor, a
+            tuple/list whose first item is the input (``(x, y)``, or ``(images, targets)``
+            with a list of image tensors as detection models take), or a dict holding the
+            input under ``input_key``.
         options: an :class:`~lightning_srop.options.SROPOptions`; default: default options
             with ``num_batches=None`` (every batch of ``data``).
         device: run on this device (the model is moved there and back); default the model's.
@@ -99,6 +104,10 @@ def profile(
         progress: show a progress bar (tqdm); default: when stderr is a terminal and there are
             at least 20 batches.
         label: stored in the report (legends of comparisons).
+        forward: a callable ``(model, batch) -> output`` that runs the model on a whole
+            batch, for batches of any other form, e.g. ``lambda m, b: m(**b)`` for Hugging
+            Face dict batches. The input is still looked up (``input_key``) for the report's
+            downscaling and ``unit="input"``; the batch is moved to the device first.
         changes: option fields, e.g. ``layers=``, ``num_batches=``, ``unit=``,
             ``roll_percent=`` (see :class:`~lightning_srop.options.SROPOptions`).
 
@@ -131,11 +140,24 @@ def profile(
             f"{owner}: expected `autocast` to be None or a torch.dtype (e.g. torch.bfloat16); "
             f"got {autocast!r}."
         )
-    batches: Iterable[Any] = [data] if isinstance(data, Tensor) else data
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"{owner}: expected `forward` to be None or a callable (model, batch) -> output; "
+            f"got {type(forward).__name__}."
+        )
+    image_list = takes_image_list(model)
+    one_batch = isinstance(data, Tensor) or (
+        image_list
+        and isinstance(data, (list, tuple))
+        and bool(data)
+        and all(isinstance(t, Tensor) and t.dim() == 3 for t in data)
+    )
+    batches: Iterable[Any] = [data] if one_batch else data
     if isinstance(data, (str, bytes, Mapping)) or not isinstance(batches, Iterable):
         raise TypeError(
-            f"{owner}: expected `data` to be a tensor batch or an iterable of batches (e.g. a "
-            f"DataLoader); got {type(data).__name__}."
+            f"{owner}: expected `data` to be a tensor batch, a list of image tensors (for a "
+            "model that takes one) or an iterable of batches (e.g. a DataLoader); got "
+            f"{type(data).__name__}."
         )
     engine = SROPEngine(model, options=options, sync=False, owner=owner)
     original_device = _model_device(model)
@@ -151,9 +173,18 @@ def profile(
         shown = _progress(limited, _length(batches, options.num_batches), progress, "SROP")
         with torch.no_grad(), _autocast(target, autocast):
             for batch in shown:
-                x = batch_input(batch, options.input_key, owner=owner).to(target)
-                with engine.capture(x):
-                    model(x)
+                if forward is not None:
+                    batch = move_data_to_device(batch, target)
+                    engine.set_input(_input_or_none(batch, options.input_key, image_list))
+                    with engine.capture():
+                        forward(model, batch)
+                else:
+                    x = move_data_to_device(
+                        batch_input(batch, options.input_key, owner=owner, image_list=image_list),
+                        target,
+                    )
+                    with engine.capture(x):
+                        model(x)
                 measured += 1
         layers = engine.reports()
     finally:
@@ -170,6 +201,14 @@ def profile(
         model=type(model).__name__,
         label=label,
     )
+
+
+def _input_or_none(batch: Any, input_key: str, image_list: bool) -> BatchInput | None:
+    """The batch's input where one can be found (a ``forward=`` batch may have none)."""
+    try:
+        return batch_input(batch, input_key, image_list=image_list)
+    except (TypeError, ValueError):
+        return None
 
 
 def profile_reports(

@@ -49,7 +49,13 @@ class LayerMeta:
         map_size: the map's ``(H, W)`` or ``(L,)``.
         downscale: total downscaling from the input (input size / map size, geometric mean
             over the axes), when the input's size was known.
-        layout: ``"NCHW"`` or ``"NHWC"`` (how the output was read).
+        layout: how the output was read: ``"NCHW"``, ``"NHWC"``, ``"NCL"``, ``"NLC"`` or
+            ``"tokens"`` (see :mod:`lightning_srop.layouts`).
+        source: where the maps lay in the output: ``""`` (the output itself), ``"[0]"`` (the
+            first item of a tuple) or ``"['last_hidden_state']"`` (a mapping's first value).
+        prefix_tokens: tokens left out before the grid (``layout="tokens"``).
+        inferred: what the reading was inferred from; ``""`` when it was given or fixed by
+            the module's type.
     """
 
     module_type: str
@@ -58,6 +64,9 @@ class LayerMeta:
     map_size: tuple[int, ...]
     downscale: float | None
     layout: str
+    source: str = ""
+    prefix_tokens: int = 0
+    inferred: str = ""
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,9 @@ def _meta_from_dict(data: Mapping[str, Any]) -> LayerMeta:
         map_size=tuple(int(s) for s in data["map_size"]),
         downscale=None if data.get("downscale") is None else float(data["downscale"]),
         layout=str(data.get("layout", "NCHW")),
+        source=str(data.get("source", "")),
+        prefix_tokens=int(data.get("prefix_tokens", 0)),
+        inferred=str(data.get("inferred", "")),
     )
 
 

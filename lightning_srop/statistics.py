@@ -218,6 +218,36 @@ class SROPStatistics(Metric):
         """The ``num_bins + 1`` histogram edges, float64 on CPU."""
         return torch.linspace(0.0, self.max_value, self.num_bins + 1, dtype=torch.float64)
 
+    def grow(self, max_value: float) -> None:
+        """Widen the histograms' range to ``max_value``, a power-of-two multiple of the current
+        one, exactly: every old bin lies inside one new bin, so nothing is re-estimated.
+
+        Used when the downscaling of a layer changes between batches (``unit="input"``) or
+        differs between processes.
+
+        Examples:
+            >>> import torch
+            >>> metric = SROPStatistics(num_bins=4, max_value=1.0)
+            >>> metric._add_to_histogram(metric.hist, torch.tensor([0.1, 0.3, 0.6]), torch.tensor([True] * 3))
+            >>> metric.grow(2.0)
+            >>> metric.hist.tolist(), metric.max_value
+            ([2, 1, 0, 0], 2.0)
+        """
+        ratio = float(max_value) / self.max_value
+        k = round(math.log2(ratio)) if ratio > 0 else 0
+        if k < 0 or ratio != 2.0**k:
+            raise ValueError(
+                f"SROPStatistics.grow: expected a power-of-two multiple of the range "
+                f"{self.max_value!r}; got {max_value!r}."
+            )
+        if k == 0:
+            return
+        for name in ("hist", "sample_hist"):
+            old = getattr(self, name)
+            index = torch.arange(self.num_bins, device=old.device) >> k
+            setattr(self, name, torch.zeros_like(old).index_add_(0, index, old))
+        self.max_value = float(max_value)
+
     def update(self, maps: Tensor) -> None:
         """Add the SROPs of a batch of maps of shape ``(N, *, H, W)`` (``(N, *, L)`` in 1-D)."""
         if not isinstance(maps, Tensor) or maps.dim() < self.ndim + 1:

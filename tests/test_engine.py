@@ -67,8 +67,9 @@ class Mixed(nn.Module):
 
 def test_layer_choices() -> None:
     net = Mixed()
-    # the default takes the 2-D layers of a 2-D network (not its Conv1d branch)
-    assert [n for n, _ in resolve_layers(net)] == ["conv", "pool", "conv2", "gap"]
+    # the default takes 2-D and 1-D layers; a Conv1d over a flattened grid is left out at run
+    # time (test_default_conv1d_of_a_2d_model_over_a_flattened_grid_is_left_out)
+    assert [n for n, _ in resolve_layers(net)] == ["conv", "pool", "conv2", "gap", "seq"]
     assert [n for n, _ in resolve_layers(net, r"^conv")] == ["conv", "conv2"]
     assert [n for n, _ in resolve_layers(net, ["conv2", "relu", "conv2"])] == ["relu", "conv2"]
     assert [n for n, _ in resolve_layers(net, nn.Linear)] == ["fc"]
@@ -160,7 +161,7 @@ def test_repeated_module(repeated: str) -> None:
 
 
 class Odd(nn.Module):
-    """Outputs the engine must skip: a tuple, tokens, 1 x 1 maps, integers, a 5-D tensor."""
+    """A tuple output, tokens without a grid, 1 x 1 maps, a 5-D tensor and a plain conv."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -172,7 +173,7 @@ class Odd(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         pooled, _ = self.pool(x)
-        t = self.tokens(x.flatten(2)[..., :8])  # (N, C, 8): tokens from a Linear
+        t = self.tokens(x.flatten(2)[..., :8])  # (N, 3, 8): a Linear over the last dim
         g = self.gap(x)
         v = self.conv3d(x[:, :1, None])
         return pooled.sum() + t.sum() + g.sum() + v.sum() + self.conv(x).sum()
@@ -181,32 +182,53 @@ class Odd(nn.Module):
 def test_skipped_outputs_give_one_notice_per_layer() -> None:
     net = Odd()
     engine = SROPEngine(net, ["pool", "tokens", "gap", "conv3d", "conv"])
+    x = torch.randn(2, 3, 8, 8)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):
-            with engine.capture():
-                net(torch.randn(2, 3, 8, 8))
+            with engine.capture(x):
+                net(x)
     messages = [str(w.message) for w in caught if issubclass(w.category, SROPWarning)]
-    assert len(messages) == 4, messages
-    assert any("'pool' (MaxPool2d) returned a tuple, not a tensor" in m for m in messages)
-    assert any("'tokens' (Linear) returned a 3-D tensor" in m and "ndim=1" in m for m in messages)
+    assert len(messages) == 3, messages
+    assert any(
+        "'tokens' (Linear) returned a 3-D tensor of shape (2, 3, 8)" in m
+        and "layout='tokens'" in m
+        and "grid=(h, w)" in m
+        for m in messages
+    )
     assert any("'gap' (AdaptiveAvgPool2d) returned 1 x 1 maps" in m for m in messages)
     assert any(
         "'conv3d' (Conv3d) returned a tensor of shape (2, 1, 1, 8, 8)" in m for m in messages
     )
-    assert [r.name for r in engine.reports()] == ["conv"]
+    reports = {r.name: r for r in engine.reports()}
+    assert list(reports) == ["pool", "conv"]
+    # a tuple output is measured on its first tensor, and says so
+    pooled = net.pool(x)[0].detach().double().numpy()
+    ref = np_srop_2d(pooled).ravel()
+    assert reports["pool"].stats["count"] == 3 * ref.size
+    assert reports["pool"].stats["mean"] == pytest.approx(ref.mean(), rel=1e-6)
+    assert reports["pool"].meta is not None and reports["pool"].meta.source == "[0]"
 
 
-def test_forced_ndim_1_takes_tokens() -> None:
+def test_ndim_1_reads_a_linear_output_as_channels_last() -> None:
+    """(N, L, C) from a Linear: never measured across channels; with ndim=1 it is read as
+    channels-last signals of length L, without it it is refused (no evidence of time)."""
     net = Odd()
-    engine = SROPEngine(net, ["tokens"], ndim=1)
     x = torch.randn(2, 3, 8, 8)
-    with engine.capture():
-        net(x)
+    engine = SROPEngine(net, ["tokens"], ndim=1)
+    with pytest.warns(SROPWarning, match=r"'tokens' as NLC \(Linear acts on the last dim\)"):
+        with engine.capture(x):
+            net(x)
     (report,) = engine.reports()
-    ref = np_srop_1d(capture_outputs(net, ["tokens"], x)["tokens"][0]).ravel()
-    assert report.stats["count"] == ref.size
-    assert report.stats["mean"] == pytest.approx(ref.mean(), rel=1e-6)
+    out = capture_outputs(net, ["tokens"], x)["tokens"][0]  # (N, L=3, C=8)
+    ref = np_srop_1d(np.swapaxes(out, 1, 2)).ravel()  # the test lays it out itself
+    assert report.stats["count"] == ref.size == 2 * 8
+    assert report.stats["mean"] == pytest.approx(np.nanmean(ref), rel=1e-6)
+    assert report.meta is not None and report.meta.layout == "NLC"
+    auto = SROPEngine(net, ["tokens"])
+    with pytest.warns(SROPWarning, match=r"cannot be told apart from tokens"), auto.capture(x):
+        net(x)
+    assert auto.reports() == [] and "tokens" in auto.skipped
 
 
 def test_unit_input_divides_by_downscaling_of_each_batch() -> None:
@@ -240,12 +262,12 @@ def test_hooks_only_while_attached_and_removed_on_error() -> None:
     assert hooks_left(net) == 0
     engine.attach()
     engine.attach()  # idempotent
-    assert hooks_left(net) == engine.num_hooks == 4
+    assert hooks_left(net) == engine.num_hooks == 5
     engine.detach()
     engine.detach()
     assert hooks_left(net) == 0
     with pytest.raises(ValueError, match="bad batch"), engine.capture():
-        assert hooks_left(net) == 4
+        assert hooks_left(net) == 5
         raise ValueError("bad batch")
     assert hooks_left(net) == 0 and not engine.attached
 

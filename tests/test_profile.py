@@ -117,7 +117,11 @@ def test_package_attribute_is_callable_after_submodule_import() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"data": "abc"}, TypeError, r"`data` to be a tensor batch or an iterable of batches"),
+        (
+            {"data": "abc"},
+            TypeError,
+            r"`data` to be a tensor batch, a list of image tensors .* or an iterable of batches",
+        ),
         (
             {"data": [{"x": torch.zeros(1)}]},
             ValueError,

@@ -373,7 +373,7 @@ def test_channels_last_outputs_are_read_as_nhwc() -> None:
         net.get_submodule(name).register_forward_hook(
             lambda m, a, o, name=name: outs.__setitem__(name, o.detach())
         )
-    with pytest.warns(SROPWarning, match=r"'norm' \(LayerNorm\).*read as channels-last"):
+    with pytest.warns(SROPWarning, match=r"'norm' as NHWC \(LayerNorm acts on the last dim\)"):
         report = profile(net, x, layers=["norm", "mlp"])
     for name in ("norm", "mlp"):
         ref = np_srop(outs[name].permute(0, 3, 1, 2).double().numpy()).ravel()
@@ -420,19 +420,24 @@ class Audio(nn.Module):
         return self.pool(self.conv(x))
 
 
-def test_default_skips_1d_layers_of_2d_networks_and_1x1_maps_quietly() -> None:
+def test_default_leaves_out_channel_attention_conv1d_and_1x1_maps_quietly() -> None:
     net = ECABlockNet()
-    assert [n for n, _ in resolve_layers(net)] == ["conv", "gap", "pool"]
+    # both dimensionalities are chosen; the ECA Conv1d (over pooled channels) is left out at
+    # run time and listed, with the 1 x 1 maps
+    assert [n for n, _ in resolve_layers(net)] == ["conv", "gap", "eca", "pool"]
     assert [n for n, _ in resolve_layers(Audio())] == ["conv", "pool"]  # a 1-D network
     with warnings.catch_warnings():
         warnings.simplefilter("error", SROPWarning)  # the default choice: no notice at all
         report = profile(net, torch.randn(2, 3, 16, 16))
     assert report.names == ["conv"]
-    assert set(report.skipped) == {"gap", "pool"} and "1 x 1" in report.skipped["gap"]
+    assert set(report.skipped) == {"gap", "eca", "pool"} and "1 x 1" in report.skipped["gap"]
+    assert "ECA-style channel attention" in report.skipped["eca"]
     with pytest.warns(SROPWarning, match=r"'gap' \(AdaptiveAvgPool2d\) returned 1 x 1 maps"):
         named = profile(net, torch.randn(2, 3, 16, 16), layers=["conv", "gap"])
     assert named.names == ["conv"] and set(named.skipped) == {"gap"}
-    assert "eca" not in report.skipped  # not chosen at all
+    # named explicitly, the ECA conv is measured like any Conv1d
+    eca = profile(net, torch.randn(2, 3, 16, 16), layers=["eca"])
+    assert eca.names == ["eca"] and eca["eca"].meta is not None and eca["eca"].meta.ndim == 1
 
 
 # ------------------------------------------------------------------------------------------
