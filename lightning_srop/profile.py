@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from lightning_srop.engine import SROPEngine, batch_input
 from lightning_srop.options import SROPOptions, check_bool
-from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.report import SROPReport
 
-__all__ = ["profile", "profile_reports"]
+__all__ = ["profile"]
 
 #: Below this many batches no progress bar is shown by default.
 _PROGRESS_MIN_BATCHES = 20
@@ -170,19 +170,3 @@ def profile(
         model=type(model).__name__,
         label=label,
     )
-
-
-def profile_reports(
-    model: nn.Module, data: Tensor | Iterable[Any], **kwargs: Any
-) -> list[LayerReport]:
-    """``list(profile(model, data, **kwargs).layers)``: the per-layer reports only.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
-        >>> reports = profile_reports(net, [torch.randn(2, 1, 12, 12)] * 3, num_batches=2)
-        >>> [(r.name, r.depth, int(r.counts.sum())) for r in reports]
-        [('0', 0, 8), ('1', 1, 8)]
-    """
-    return list(profile(model, data, **kwargs).layers)
