@@ -355,23 +355,25 @@ def _experiment(logger: Logger) -> Any:
 
 
 def _logger_classes() -> dict[str, tuple[type, ...]]:
-    """Lightning's logger classes by kind: ``lightning``'s, and the standalone
-    ``pytorch_lightning``/``lightning_fabric`` packages' own (different) classes when that
-    package is in use (none of its loggers can exist before it is imported)."""
+    """Lightning's logger classes by kind: those of ``lightning`` (Fabric's and the Trainer's),
+    and the standalone ``pytorch_lightning`` package's own, different classes when it is in use
+    (none of its loggers can exist before it is imported)."""
     from lightning.fabric import loggers as fabric
     from lightning.pytorch import loggers as pytorch
 
-    packages = [(fabric, pytorch)]
-    if "pytorch_lightning" in sys.modules:
-        from lightning_fabric import loggers as fabric_standalone
-        from pytorch_lightning import loggers as pytorch_standalone
+    packages = [fabric, pytorch]
+    standalone = sys.modules.get("pytorch_lightning.loggers")
+    if standalone is not None:
+        packages.append(standalone)
 
-        packages.append((fabric_standalone, pytorch_standalone))
+    def classes(name: str) -> tuple[type, ...]:
+        return tuple(getattr(p, name) for p in packages if hasattr(p, name))
+
     return {
-        "tensorboard": tuple(f.TensorBoardLogger for f, _ in packages),
-        "wandb_logger": tuple(p.WandbLogger for _, p in packages),
-        "mlflow": tuple(p.MLFlowLogger for _, p in packages),
-        "csv": tuple(f.CSVLogger for f, _ in packages),
+        "tensorboard": classes("TensorBoardLogger"),
+        "wandb_logger": classes("WandbLogger"),
+        "mlflow": classes("MLFlowLogger"),
+        "csv": classes("CSVLogger"),
     }
 
 
@@ -568,9 +570,9 @@ def log_histograms(
             _unsupported_name(logger, unsupported)
             continue
         histograms = [
-            (layer_tag(logger, prefix, names.get(report.name, report.name), *rest), *histogram)
+            (layer_tag(logger, prefix, names.get(report.name, report.name), *rest), c, e, st)
             for report, parts in binned
-            for rest, *histogram in parts
+            for rest, c, e, st in parts
         ]
         if kind == "tensorboard":
             for tag, counts, edges, stats in histograms:
