@@ -113,7 +113,6 @@ def test_ddp_spawn_validate_and_fit_merge_all_batches(tmp_path: Path) -> None:
 
 def test_callback_pickles_without_engine_and_keeps_its_random_stream() -> None:
     import pickle
-
     from types import SimpleNamespace
 
     cb = SROPCallback(sample="random", seed=7, num_batches=3)
