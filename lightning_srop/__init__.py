@@ -2,11 +2,11 @@
 
 from lightning_srop.callback import SROPCallback
 from lightning_srop.engine import SROPEngine
-from lightning_srop.functional import FusedKernelWarning, RolloffResult, spectral_rolloff
+from lightning_srop.functional import FusedKernelWarning, spectral_rolloff
 from lightning_srop.notices import SROPWarning
 from lightning_srop.options import SROPOptions
 from lightning_srop.plots import compare
-from lightning_srop.profile import profile, profile_reports
+from lightning_srop.profile import profile
 from lightning_srop.report import LayerMeta, LayerReport, SROPReport
 from lightning_srop.runs import read_run
 from lightning_srop.statistics import STATISTICS, SROPStatistics
@@ -18,7 +18,6 @@ __all__ = [
     "FusedKernelWarning",
     "LayerMeta",
     "LayerReport",
-    "RolloffResult",
     "SROPCallback",
     "SROPEngine",
     "SROPOptions",
@@ -28,7 +27,6 @@ __all__ = [
     "__version__",
     "compare",
     "profile",
-    "profile_reports",
     "read_run",
     "spectral_rolloff",
 ]

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import random
 import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -39,6 +37,7 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.seed import isolate_rng
 from typing_extensions import override
 
 from lightning_srop.engine import SROPEngine, _is_compiled, batch_input
@@ -56,47 +55,30 @@ from lightning_srop.options import (
     check_choice,
     check_int,
 )
-from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.report import CHANGE, LayerReport, SROPReport
 from lightning_srop.statistics import Statistic
 
-__all__ = ["CHANGE", "SAMPLE_CHOICES", "SROPCallback"]
+__all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
 #: Values of ``sample=``.
 SAMPLE_CHOICES: Final[tuple[str, ...]] = ("first", "random")
-
-_STATE_VERSION: Final[int] = 2
-
-#: Name of the change-since-baseline value (``LayerReport.extra`` key and logged statistic).
-CHANGE: Final[str] = "change"
 
 
 class SROPCallback(Callback):
     r"""Log per-layer spectral roll-off points (SROPs) of sampled validation batches.
 
+    What is measured and how (``layers``, ``num_batches``, ``roll_percent``, ``keep_dc``,
+    ``ndim``, ``unit``, ``layout``, ``stats``, ``repeated``, ``num_bins``, ``input_key``,
+    ``compiled``) is documented once, on :class:`~lightning_srop.options.SROPOptions`; the
+    arguments below decide when and where it is logged.
+
     Args:
-        layers: which layers to measure: ``None`` (the model's 2-D convolution and pooling
-            layers; in a model without any, its 1-D ones), a regular expression over qualified
-            names (``re.search``), a dotted module class path (``"torch.nn.Conv2d"``, for YAML
-            configs), a list of names, a module type or tuple of types, or a callable
-            ``(name, module) -> bool`` (see :mod:`lightning_srop.layers`).
-        num_batches: how many validation batches to measure per measured epoch (``None`` = all).
         every_n_epochs: measure every n-th validation run of ``fit``, starting with the first
             (the sanity check never counts). Every ``trainer.validate()`` run is measured.
         sample: ``"first"`` takes the first ``num_batches`` batches of the epoch; ``"random"``
-            draws ``num_batches`` of them without replacement from a private generator seeded
-            with ``seed`` (the global RNG is never touched; its state is checkpointed).
-        seed: seed of the private generator for ``sample="random"``.
-        roll_percent: share of spectral energy below the roll-off, in (0, 1].
-        keep_dc: keep the DC bin (the map's mean) in the energy.
-        ndim: ``None`` auto-detects 2-D ``(N, C, H, W)`` and 1-D ``(N, C, L)`` outputs; 1 or 2
-            forces it.
-        unit: ``"layer"`` (cycles per pixel of the layer's grid) or ``"input"`` (cycles per
-            input pixel: the SROP divided by the layer's total downscaling, measured from the
-            batch's input, see ``input_key``).
-        layout: where 4-D outputs keep their channels: ``"auto"``, ``"NCHW"``, ``"NHWC"`` or a
-            mapping ``{layer: layout}`` (see :class:`~lightning_srop.options.SROPOptions`).
-        stats: statistics logged as scalars, any of
-            :data:`~lightning_srop.statistics.STATISTICS`.
+            draws ``num_batches`` of them without replacement, the ``k``-th draw of the run
+            seeded with ``(seed, k)`` (the global RNG is never touched; ``k`` is checkpointed).
+        seed: seed of the draws for ``sample="random"``.
         log_histograms: write one SROP histogram per layer to TensorBoard / W&B.
         log_figure: write a figure of the per-layer SROP against depth, and one of each
             layer's mean SROP over the epochs so far, to TensorBoard / W&B / MLflow.
@@ -118,13 +100,6 @@ class SROPCallback(Callback):
             :class:`~lightning_srop.report.SROPReport` as JSON (histograms included) to
             ``{trainer.log_dir}/{prefix}_reports/epoch=E-step=S.json``; read them back with
             ``lightning_srop.runs.read_run`` or ``SROPReport.from_json``.
-        repeated: a module called several times per batch: ``"separate"`` (keys ``name``,
-            ``name#1``, ...), ``"merge"`` (all calls pooled) or ``"first"`` (first call only).
-        num_bins: histogram bins per layer (quantiles are within half a bin).
-        input_key: where the input lies in dict batches (for ``unit="input"``); tensor batches
-            are the input, tuple/list batches hold it first.
-        compiled: ``"eager"`` runs ``torch.compile``'d code eagerly during the measured batches
-            (compiled graphs ignore hooks added later); ``"error"`` refuses compiled models.
 
     Attributes:
         options: the validated :class:`~lightning_srop.options.SROPOptions` (what is measured
@@ -213,7 +188,7 @@ class SROPCallback(Callback):
 
         self.last_report: SROPReport | None = None
         self._engine: SROPEngine | None = None
-        self._generator = torch.Generator().manual_seed(self.seed)
+        self._draws = 0  # random choices of batches made so far (the k of the next draw)
         self._validation_runs = 0  # measured or not, in fit, without the sanity check
         self._measured_epochs = 0
         self._active = False
@@ -265,22 +240,9 @@ class SROPCallback(Callback):
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         # Spawned processes (ddp_spawn, ddp_notebook, torch.multiprocessing) receive the
-        # callback pickled. The engine (hooks, device metrics, a reference to the model) and
-        # the generator belong to this process: the copy rebuilds them, the generator from its
-        # state as plain bytes (no tensor goes through shared memory).
-        state = self.__dict__.copy()
-        state["_engine"] = None
-        state["_generator"] = bytes(self._generator.get_state().numpy().tobytes())
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        generator_state = state.pop("_generator")
-        self.__dict__.update(state)
-        self._generator = torch.Generator()
-        if isinstance(generator_state, bytes):
-            self._generator.set_state(
-                torch.frombuffer(bytearray(generator_state), dtype=torch.uint8)
-            )
+        # callback pickled. The engine (hooks, device metrics, a reference to the model)
+        # belongs to this process: the copy rebuilds it.
+        return {**self.__dict__, "_engine": None}
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -307,8 +269,17 @@ class SROPCallback(Callback):
             self._noticed.add(key)
             notice(f"SROPCallback: {message}", stacklevel=4)
 
-    def _make_engine(self, pl_module: LightningModule) -> SROPEngine:
-        return SROPEngine(pl_module, options=self.options, owner="SROPCallback")
+    def _engine_for(self, pl_module: LightningModule) -> SROPEngine:
+        """The engine of ``pl_module``: made anew when there is none or the model changed,
+        else detached and resolved again (the model may have gained or lost layers since
+        ``setup``); its statistics are reset either way."""
+        if self._engine is None or self._engine.model is not pl_module:
+            self._engine = SROPEngine(pl_module, options=self.options, owner="SROPCallback")
+        else:
+            self._engine.detach()
+            self._engine.resolve()
+        self._engine.reset()
+        return self._engine
 
     def _release(self) -> None:
         """Remove every hook and drop this epoch's partial statistics."""
@@ -328,8 +299,10 @@ class SROPCallback(Callback):
                 "dataloader has no length; measuring the first `num_batches` batches instead.",
             )
             return None
-        perm = torch.randperm(int(total), generator=self._generator)
-        return {int(i) for i in perm[: self.num_batches].tolist()}
+        # The k-th draw of the run from its own seed: the state is one checkpointed int.
+        rng = np.random.default_rng([self.seed % 2**64, self._draws])
+        self._draws += 1
+        return {int(i) for i in rng.permutation(int(total))[: self.num_batches]}
 
     # ------------------------------------------------------------------ lifecycle
     @override
@@ -341,10 +314,9 @@ class SROPCallback(Callback):
                 f"compilation. Valid choices: {', '.join(map(repr, COMPILED_CHOICES))} ('eager' "
                 "runs the measured batches eagerly)."
             )
-        has_submodules = next(pl_module.children(), None) is not None
-        if has_submodules and (self._engine is None or self._engine.model is not pl_module):
+        if next(pl_module.children(), None) is not None:
             # Layers made later in `configure_model` are resolved at the first measured epoch.
-            self._engine = self._make_engine(pl_module)
+            self._engine_for(pl_module)
         if not trainer.loggers:
             self._notice(
                 "no-logger",
@@ -385,17 +357,12 @@ class SROPCallback(Callback):
         if not isinstance(loaders, (list, tuple)):
             loaders = [loaders]
         limits = list(trainer.num_val_batches or [])
-        if self._engine is None or self._engine.model is not pl_module:
-            self._engine = self._make_engine(pl_module)
-        engine = self._engine
-        engine.detach()
-        engine.resolve()
-        engine.reset()
+        engine = self._engine_for(pl_module)
         modes = {module: module.training for module in pl_module.modules()}
         measured = 0
         failure: Exception | None = None
         try:
-            with _kept_random_states(), torch.no_grad():
+            with isolate_rng(), torch.no_grad():
                 pl_module.eval()
                 try:
                     for index, loader in enumerate(loaders):
@@ -472,12 +439,7 @@ class SROPCallback(Callback):
             self._validation_runs += 1
             if (self._validation_runs - 1) % self.every_n_epochs != 0:
                 return
-        if self._engine is None or self._engine.model is not pl_module:
-            self._engine = self._make_engine(pl_module)
-        else:
-            self._engine.detach()
-            self._engine.resolve()  # the model may have gained or lost layers since setup
-        self._engine.reset()
+        self._engine_for(pl_module)
         self._batch_counter = 0
         self._measured_batches = 0
         self._chosen = self._choose_batches(trainer)
@@ -762,11 +724,10 @@ class SROPCallback(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         return {
-            "version": _STATE_VERSION,
             "validation_runs": self._validation_runs,
             "measured_epochs": self._measured_epochs,
             "seed": self.seed,
-            "generator_state": self._generator.get_state(),
+            "draws": self._draws,
             "baseline": None if self._baseline is None else dict(self._baseline),
             "history": [
                 {**entry, "values": {k: dict(v) for k, v in entry["values"].items()}}
@@ -787,33 +748,11 @@ class SROPCallback(Callback):
         self._history = list(state_dict.get("history", []))
         self._tag_index = {str(k): int(v) for k, v in state_dict.get("tag_index", {}).items()}
         self._layout = None  # written again at the next measured epoch
-        generator_state = state_dict.get("generator_state")
+        # Checkpoints written before the draw counter: one draw per measured epoch.
+        self._draws = int(state_dict.get("draws", self._measured_epochs))
         if state_dict.get("seed", self.seed) != self.seed:
             self._notice(
                 "seed",
                 f"the checkpoint's `seed`={state_dict.get('seed')!r} differs from this "
-                f"callback's `seed`={self.seed!r}; continuing the checkpoint's random stream.",
+                f"callback's `seed`={self.seed!r}; the next draws use this callback's seed.",
             )
-        if isinstance(generator_state, torch.Tensor):
-            self._generator.set_state(generator_state.cpu())
-
-
-@contextmanager
-def _kept_random_states() -> Iterator[None]:
-    """Restore Python's, NumPy's and torch's (CPU and initialized CUDA) random states on exit.
-
-    Iterating a DataLoader draws its base seed from torch's global generator; the baseline
-    measurement must leave training exactly as it would be without it.
-    """
-    python_state = random.getstate()
-    numpy_state = np.random.get_state()
-    torch_state = torch.random.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        random.setstate(python_state)
-        np.random.set_state(numpy_state)
-        torch.random.set_rng_state(torch_state)
-        if cuda_states is not None:
-            torch.cuda.set_rng_state_all(cuda_states)

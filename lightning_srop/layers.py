@@ -59,7 +59,6 @@ __all__ = [
     "WRAPPER_NAMES",
     "LayerChoice",
     "ResolvedLayers",
-    "check_layer_choice",
     "clean_name",
     "is_scripted",
     "is_token_attention",
@@ -287,11 +286,6 @@ def normalize_layer_choice(layers: object, owner: str) -> LayerChoice:
         "(str, e.g. 'torch.nn.Conv2d'), a list of layer names, a module type, a tuple of module "
         f"types or a callable (name, module) -> bool; got {type(layers).__name__} {layers!r}."
     )
-
-
-def check_layer_choice(layers: object, owner: str) -> None:
-    """Check the type of a layer choice (and compile a regex) without a model."""
-    normalize_layer_choice(layers, owner)
 
 
 _PROJECTIONS: Final[tuple[frozenset[str], ...]] = (

@@ -72,7 +72,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import numpy as np
 
-from lightning_srop.report import LayerReport
+from lightning_srop.report import PER_SAMPLE_SUFFIX, LayerReport
 
 if TYPE_CHECKING:
     from lightning.fabric.loggers.logger import Logger
@@ -81,7 +81,6 @@ if TYPE_CHECKING:
 __all__ = [
     "HISTOGRAM_BINS",
     "OUTPUTS",
-    "PER_SAMPLE_SUFFIX",
     "WANDB_MAX_BINS",
     "LoggerSplit",
     "define_wandb_metrics",
@@ -105,47 +104,11 @@ WANDB_MAX_BINS: Final[int] = 512
 #: Default most bins of a logged histogram (see :func:`display_bins`).
 HISTOGRAM_BINS: Final[int] = 64
 
-#: Tag suffix of the per-sample mean SROP histogram.
-PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
-
 #: What a logger may take besides scalars, for :func:`loggers_taking`.
 OUTPUTS: Final[tuple[str, ...]] = ("histograms", "images")
 
 #: The metric Lightning's ``WandbLogger`` uses as the x-axis of every key.
 _WANDB_STEP_KEY: Final[str] = "trainer/global_step"
-
-# Logger classes by (module, class name); looked up in ``sys.modules`` only, so that neither
-# ``lightning`` nor ``pytorch_lightning`` is imported here: a logger's class is imported by
-# the time one of its instances exists.
-_TENSORBOARD_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
-    ("lightning.fabric.loggers.tensorboard", "TensorBoardLogger"),
-    ("lightning.pytorch.loggers.tensorboard", "TensorBoardLogger"),
-    ("lightning_fabric.loggers.tensorboard", "TensorBoardLogger"),
-    ("pytorch_lightning.loggers.tensorboard", "TensorBoardLogger"),
-)
-_WANDB_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
-    ("lightning.pytorch.loggers.wandb", "WandbLogger"),
-    ("pytorch_lightning.loggers.wandb", "WandbLogger"),
-)
-_CSV_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
-    ("lightning.fabric.loggers.csv_logs", "CSVLogger"),
-    ("lightning.pytorch.loggers.csv_logs", "CSVLogger"),
-    ("lightning_fabric.loggers.csv_logs", "CSVLogger"),
-    ("pytorch_lightning.loggers.csv_logs", "CSVLogger"),
-)
-_SUMMARY_WRITERS: Final[tuple[tuple[str, str], ...]] = (
-    ("torch.utils.tensorboard.writer", "SummaryWriter"),
-    ("tensorboardX.writer", "SummaryWriter"),
-)
-_WANDB_RUNS: Final[tuple[tuple[str, str], ...]] = (("wandb.sdk.wandb_run", "Run"),)
-_MLFLOW_LOGGERS: Final[tuple[tuple[str, str], ...]] = (
-    ("lightning.pytorch.loggers.mlflow", "MLFlowLogger"),
-    ("pytorch_lightning.loggers.mlflow", "MLFlowLogger"),
-)
-_MLFLOW_CLIENTS: Final[tuple[tuple[str, str], ...]] = (
-    ("mlflow.tracking.client", "MlflowClient"),
-    ("mlflow.client", "MlflowClient"),
-)
 
 # What each kind of logger (see ``_kind``) takes besides scalars.
 _TAKES: Final[dict[str, frozenset[str]]] = {
@@ -155,14 +118,6 @@ _TAKES: Final[dict[str, frozenset[str]]] = {
     "mlflow": frozenset({"images"}),
 }
 _WANDB_KINDS: Final[frozenset[str]] = frozenset({"wandb_logger", "wandb_run"})
-
-
-def _isinstance_of_any(obj: object, candidates: Sequence[tuple[str, str]]) -> bool:
-    for module_name, class_name in candidates:
-        cls = getattr(sys.modules.get(module_name), class_name, None)
-        if isinstance(cls, type) and isinstance(obj, cls):
-            return True
-    return False
 
 
 # ------------------------------------------------------------------------------------------
@@ -215,12 +170,23 @@ def trim_empty_bins(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, 
         >>> trim_empty_bins(np.array([0, 2, 0, 1, 0]), np.arange(6.0))
         (array([2, 0, 1]), array([1., 2., 3., 4.]))
     """
-    counts_arr, edges_arr = _check_histogram(counts, edges, "trim_empty_bins")
-    nonzero = np.flatnonzero(counts_arr)
+    return _trim(*_check_histogram(counts, edges, "trim_empty_bins"))
+
+
+def _check_max_bins(max_bins: object, where: str) -> int:
+    """``max_bins`` as an int, or the error every ``max_bins`` argument raises."""
+    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
+        raise ValueError(f"{where}: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
+    return int(max_bins)
+
+
+def _trim(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`trim_empty_bins` of a validated histogram."""
+    nonzero = np.flatnonzero(counts)
     if nonzero.size == 0:
-        return counts_arr[:0], edges_arr[:0]
+        return counts[:0], edges[:0]
     first, last = int(nonzero[0]), int(nonzero[-1])
-    return counts_arr[first : last + 1], edges_arr[first : last + 2]
+    return counts[first : last + 1], edges[first : last + 2]
 
 
 def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -246,17 +212,19 @@ def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndar
         >>> rebin(np.array([1, 2, 3, 4, 5]), np.arange(6.0), 2)
         (array([6, 9]), array([0., 3., 5.]))
     """
-    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
-        raise ValueError(f"rebin: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
-    counts_arr, edges_arr = _check_histogram(counts, edges, "rebin")
-    n = counts_arr.size
+    limit = _check_max_bins(max_bins, "rebin")
+    return _rebin(*_check_histogram(counts, edges, "rebin"), limit)
+
+
+def _rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rebin` of a validated histogram."""
+    n = counts.size
     if n <= max_bins:
-        return counts_arr, edges_arr
-    k = -(-n // int(max_bins))
+        return counts, edges
+    k = -(-n // max_bins)
     starts = np.arange(0, n, k)
-    merged = np.add.reduceat(counts_arr, starts).astype(np.int64)
-    new_edges = np.append(edges_arr[starts], edges_arr[-1])
-    return merged, new_edges
+    merged = np.add.reduceat(counts, starts).astype(np.int64)
+    return merged, np.append(edges[starts], edges[-1])
 
 
 def display_bins(
@@ -291,19 +259,18 @@ def display_bins(
         >>> display_bins(counts, np.arange(11.0))
         (array([4, 1, 2]), array([2. , 3. , 5.5, 9.5]))
     """
-    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
-        raise ValueError(f"display_bins: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
-    trimmed_counts, trimmed_edges = trim_empty_bins(counts, edges)
+    limit = _check_max_bins(max_bins, "display_bins")
+    return _display(*_check_histogram(counts, edges, "display_bins"), limit)
+
+
+def _display(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`display_bins` of a validated histogram."""
+    trimmed_counts, trimmed_edges = _trim(counts, edges)
     occupied = np.flatnonzero(trimmed_counts)
-    if occupied.size == 0 or occupied.size > max_bins:
-        return (
-            rebin(trimmed_counts, trimmed_edges, int(max_bins))
-            if occupied.size
-            else (
-                trimmed_counts,
-                trimmed_edges,
-            )
-        )
+    if occupied.size == 0:
+        return trimmed_counts, trimmed_edges
+    if occupied.size > max_bins:
+        return _rebin(trimmed_counts, trimmed_edges, max_bins)
     lefts, rights = trimmed_edges[occupied], trimmed_edges[occupied + 1]
     centres = 0.5 * (lefts + rights)
     inner = 0.5 * (centres[:-1] + centres[1:])
@@ -330,27 +297,25 @@ def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> 
 
 
 def _histograms_of(
-    report: LayerReport, tags: tuple[str, str], max_bins: int | None
-) -> list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]]:
-    """The non-empty ``(tag, counts, edges, stats)`` histograms of one report, trimmed (and
-    re-binned by :func:`display_bins` when ``max_bins`` is given).
+    report: LayerReport, max_bins: int | None
+) -> list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]]:
+    """The non-empty ``(rest, counts, edges, stats)`` histograms of one report, validated
+    once, trimmed (and re-binned by :func:`display_bins` when ``max_bins`` is given).
 
-    ``stats`` are the exact statistics of the histogram's values where the report has them
-    (the SROP histogram), else empty (the per-sample histogram: no per-sample count is kept).
+    ``rest`` is what follows the layer in the tag: nothing for the SROP histogram,
+    ``(PER_SAMPLE_SUFFIX,)`` for the per-sample one. ``stats`` are the exact statistics of the histogram's values where the
+    report has them (the SROP histogram), else empty (no per-sample count is kept).
     """
-    out: list[tuple[str, np.ndarray, np.ndarray, Mapping[str, float]]] = []
-    for tag, field, counts, stats in (
-        (tags[0], "counts", report.counts, report.stats),
-        (tags[1], "sample_counts", report.sample_counts, {}),
+    out: list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]] = []
+    for rest, field, counts, stats in (
+        ((), "counts", report.counts, report.stats),
+        ((PER_SAMPLE_SUFFIX,), "sample_counts", report.sample_counts, {}),
     ):
         where = f"log_histograms: report {report.name!r} ({field})"
-        counts_arr, edges_arr = _check_histogram(counts, report.edges, where)
-        if max_bins is None:
-            kept_counts, kept_edges = trim_empty_bins(counts_arr, edges_arr)
-        else:
-            kept_counts, kept_edges = display_bins(counts_arr, edges_arr, max_bins)
-        if kept_counts.size:
-            out.append((tag, kept_counts, kept_edges, stats))
+        checked = _check_histogram(counts, report.edges, where)
+        kept = _trim(*checked) if max_bins is None else _display(*checked, max_bins)
+        if kept[0].size:
+            out.append((rest, *kept, stats))
     return out
 
 
@@ -389,24 +354,59 @@ def _experiment(logger: Logger) -> Any:
     return getattr(logger, "experiment", None)
 
 
+def _logger_classes() -> dict[str, tuple[type, ...]]:
+    """Lightning's logger classes by kind: those of ``lightning`` (Fabric's and the Trainer's),
+    and the standalone ``pytorch_lightning`` package's own, different classes when it is in use
+    (none of its loggers can exist before it is imported)."""
+    from lightning.fabric import loggers as fabric
+    from lightning.pytorch import loggers as pytorch
+
+    packages = [fabric, pytorch]
+    standalone = sys.modules.get("pytorch_lightning.loggers")
+    if standalone is not None:
+        packages.append(standalone)
+
+    def classes(name: str) -> tuple[type, ...]:
+        return tuple(getattr(p, name) for p in packages if hasattr(p, name))
+
+    return {
+        "tensorboard": classes("TensorBoardLogger"),
+        "wandb_logger": classes("WandbLogger"),
+        "mlflow": classes("MLFlowLogger"),
+        "csv": classes("CSVLogger"),
+    }
+
+
+def _has_methods(obj: object, *names: str) -> bool:
+    """Whether ``obj``'s class defines every method in ``names`` (the class, so that
+    Lightning's no-op ``DummyExperiment`` of non-zero ranks, which answers any attribute, has
+    none)."""
+    return all(callable(getattr(type(obj), name, None)) for name in names)
+
+
 def _kind(logger: Logger) -> tuple[str | None, Any]:
-    """``("tensorboard" | "wandb_logger" | "wandb_run" | "mlflow" | None, experiment or None)``."""
-    if _isinstance_of_any(logger, _TENSORBOARD_LOGGERS):
+    """``("tensorboard" | "wandb_logger" | "wandb_run" | "mlflow" | None, experiment or None)``.
+
+    Lightning's logger classes first (``CSVLogger`` takes neither histograms nor images); a
+    logger of another class is judged by what it writes with: a TensorBoard ``SummaryWriter``
+    (``add_histogram_raw``), a W&B run (``define_metric``) or an MLflow client (``log_figure``,
+    with the logger's ``run_id``).
+    """
+    classes = _logger_classes()
+    if isinstance(logger, classes["tensorboard"]):
         return "tensorboard", _experiment(logger)
-    if _isinstance_of_any(logger, _WANDB_LOGGERS):
+    if isinstance(logger, classes["wandb_logger"]):
         return "wandb_logger", None
-    if _isinstance_of_any(logger, _MLFLOW_LOGGERS):
+    if isinstance(logger, classes["mlflow"]):
         return "mlflow", _experiment(logger)
-    if _isinstance_of_any(logger, _CSV_LOGGERS):
+    if isinstance(logger, classes["csv"]):
         return None, None
-    # Unknown logger class: judge by what it writes with. (On non-zero ranks Lightning hands
-    # out a no-op ``DummyExperiment``, which matches neither: nothing is written there.)
     experiment = _experiment(logger)
-    if _isinstance_of_any(experiment, _SUMMARY_WRITERS):
+    if _has_methods(experiment, "add_histogram_raw", "add_image"):
         return "tensorboard", experiment
-    if _isinstance_of_any(experiment, _WANDB_RUNS):
+    if _has_methods(experiment, "define_metric", "log"):
         return "wandb_run", experiment
-    if _isinstance_of_any(experiment, _MLFLOW_CLIENTS) and isinstance(
+    if _has_methods(experiment, "log_figure", "log_metric") and isinstance(
         getattr(logger, "run_id", None), str
     ):
         return "mlflow", experiment
@@ -431,9 +431,8 @@ def loggers_taking(
 ) -> LoggerSplit:
     """Which of ``loggers`` take SROP histograms or figures (images).
 
-    Nothing is drawn or imported: a logger is judged by its class (looked up in
-    ``sys.modules``, so neither ``lightning`` nor a logger's package is imported) or, for an
-    unknown class, by the type of its ``experiment``. Ask before drawing a figure: when no
+    Nothing is drawn: a logger is judged by its class (Lightning's logger classes) or, for
+    another class, by the methods of its ``experiment``. Ask before drawing a figure: when no
     logger takes images, no figure is needed (and matplotlib may not even be installed).
 
     - ``TensorBoardLogger`` (or any logger writing with a ``SummaryWriter``): both;
@@ -560,17 +559,9 @@ def log_histograms(
         raise ValueError(
             f"log_histograms: expected `prefix` to be a non-empty str, got {prefix!r}."
         )
-    if max_bins is not None and (
-        isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1
-    ):
-        raise ValueError(
-            f"log_histograms: expected `max_bins` to be None or an int >= 1, got {max_bins!r}."
-        )
-    for report in reports:  # malformed reports fail here, whichever loggers are attached
-        for field, counts in (("counts", report.counts), ("sample_counts", report.sample_counts)):
-            _check_histogram(
-                counts, report.edges, f"log_histograms: report {report.name!r} ({field})"
-            )
+    limit = None if max_bins is None else _check_max_bins(max_bins, "log_histograms")
+    # Validated and binned once, whichever loggers are attached (malformed reports fail here).
+    binned = [(report, _histograms_of(report, limit)) for report in reports]
     names = dict(labels or {})
     unsupported: list[str] = []
     for logger in loggers:
@@ -579,18 +570,9 @@ def log_histograms(
             _unsupported_name(logger, unsupported)
             continue
         histograms = [
-            h
-            for report in reports
-            for h in _histograms_of(
-                report,
-                (
-                    layer_tag(logger, prefix, names.get(report.name, report.name)),
-                    layer_tag(
-                        logger, prefix, names.get(report.name, report.name), PER_SAMPLE_SUFFIX
-                    ),
-                ),
-                max_bins,
-            )
+            (layer_tag(logger, prefix, names.get(report.name, report.name), *rest), c, e, st)
+            for report, parts in binned
+            for rest, c, e, st in parts
         ]
         if kind == "tensorboard":
             for tag, counts, edges, stats in histograms:
@@ -611,7 +593,7 @@ def log_histograms(
 
             record: dict[str, Any] = {}
             for tag, counts, edges, _ in histograms:
-                merged_counts, merged_edges = rebin(counts, edges, WANDB_MAX_BINS)
+                merged_counts, merged_edges = _rebin(counts, edges, WANDB_MAX_BINS)
                 record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
             _wandb_log(logger, kind, record, step)
     return unsupported

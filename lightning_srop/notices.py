@@ -2,7 +2,11 @@
 
 Everything the package says about a layer it skips, an output it cannot read or a logger that
 cannot show something is a :class:`SROPWarning`, so users can filter all of it at once
-(``warnings.filterwarnings("ignore", category=SROPWarning)``).
+(``warnings.filterwarnings("ignore", category=SROPWarning)``); the fused kernel's
+``FusedKernelWarning`` is one too.
+
+A leaf: it imports nothing of the package and no Lightning code at import time, so that every
+room, :mod:`lightning_srop.functional` included, can use it.
 """
 
 from __future__ import annotations
@@ -11,7 +15,6 @@ import os
 import warnings
 
 import torch
-from lightning_utilities.core.rank_zero import rank_zero_only
 
 __all__ = ["SROPWarning", "is_rank_zero", "notice"]
 
@@ -22,6 +25,8 @@ class SROPWarning(UserWarning):
 
 def is_rank_zero() -> bool:
     """Whether this process is the global rank zero (Lightning's rank, else the environment)."""
+    from lightning_utilities.core.rank_zero import rank_zero_only
+
     rank = getattr(rank_zero_only, "rank", None)
     if rank is None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from lightning_srop.engine import BatchInput, SROPEngine, batch_input, takes_image_list
 from lightning_srop.options import SROPOptions, check_bool
-from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.report import SROPReport
 
-__all__ = ["profile", "profile_reports"]
+__all__ = ["profile"]
 
 #: Below this many batches no progress bar is shown by default.
 _PROGRESS_MIN_BATCHES = 20
@@ -209,19 +209,3 @@ def _input_or_none(batch: Any, input_key: str, image_list: bool) -> BatchInput |
         return batch_input(batch, input_key, image_list=image_list)
     except (TypeError, ValueError):
         return None
-
-
-def profile_reports(
-    model: nn.Module, data: Tensor | Iterable[Any], **kwargs: Any
-) -> list[LayerReport]:
-    """``list(profile(model, data, **kwargs).layers)``: the per-layer reports only.
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2))
-        >>> reports = profile_reports(net, [torch.randn(2, 1, 12, 12)] * 3, num_batches=2)
-        >>> [(r.name, r.depth, int(r.counts.sum())) for r in reports]
-        [('0', 0, 8), ('1', 1, 8)]
-    """
-    return list(profile(model, data, **kwargs).layers)

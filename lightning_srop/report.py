@@ -5,9 +5,12 @@
 - :class:`SROPReport`: every layer of one measurement (a ``profile`` call or one validation
   epoch of the callback) with the options used; saved and loaded as JSON (exact round trip,
   histograms included), written as CSV, shown as a table, turned into a pandas DataFrame.
+- The names every consumer shares (:data:`CHANGE`, :data:`PER_SAMPLE_SUFFIX`) and the one CSV
+  writer (:func:`write_csv`) and text table (:func:`format_table`) of the package.
 
 No torch state is kept: reports pickle, travel between processes and load without a model.
-Drawing lives in :mod:`lightning_srop.plots`.
+This module imports no consumer: drawing lives in :mod:`lightning_srop.plots`
+(``plot_reports([report])``).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
@@ -29,13 +32,102 @@ from lightning_srop.statistics import STATISTICS, SROPStatistics
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped]
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
-__all__ = ["LayerMeta", "LayerReport", "SROPReport", "aligned_names"]
+__all__ = [
+    "CHANGE",
+    "PER_SAMPLE_SUFFIX",
+    "LayerMeta",
+    "LayerReport",
+    "SROPReport",
+    "aligned_names",
+    "format_table",
+    "write_csv",
+]
 
 #: Version of the JSON layout written by :meth:`SROPReport.to_json`.
 REPORT_FORMAT: Final[int] = 1
+
+#: The change since the baseline, log(mean SROP / baseline mean SROP): a key of
+#: ``LayerReport.extra`` and the logged statistic ``{prefix}/{layer}/change``.
+CHANGE: Final[str] = "change"
+
+#: Tag suffix of the per-sample mean SROP histogram, ``{prefix}/{layer}/per_sample_mean`` (not
+#: ``.../sample_mean``, the key of the scalar statistic: in W&B one key cannot hold both).
+PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
+
+
+def write_csv(
+    path_or_file: str | os.PathLike[str] | IO[str] | None,
+    rows: Iterable[Mapping[str, Any] | Sequence[Any]],
+    columns: Sequence[str],
+) -> str:
+    """The package's one CSV writer: a header of ``columns``, then one line per row.
+
+    A row is a mapping (cells looked up by column, missing ones empty) or a sequence of cells in
+    column order. Floats are written at full precision (``repr``; NaN as ``nan``), lines end
+    with ``\n``.
+
+    Args:
+        path_or_file: a path to write the text to, an open text file to write it into, or
+            ``None`` (only return it).
+        rows: the rows.
+        columns: the header, and the order of a mapping row's cells.
+
+    Returns:
+        The CSV text.
+
+    Examples:
+        >>> print(write_csv(None, [{"layer": "conv", "mean": 0.25}, ["pool", 0.5]],
+        ...                 ["layer", "mean", "note"]), end="")
+        layer,mean,note
+        conv,0.25,
+        pool,0.5
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        if isinstance(row, Mapping):
+            writer.writerow([row.get(column, "") for column in columns])
+        else:
+            writer.writerow(row)
+    text = buffer.getvalue()
+    if path_or_file is None:
+        pass
+    elif isinstance(path_or_file, (str, os.PathLike)):
+        Path(path_or_file).write_text(text)
+    else:
+        path_or_file.write(text)
+    return text
+
+
+def format_table(rows: Iterable[Sequence[str]], columns: Sequence[str], *, left: int = 1) -> str:
+    """The package's one fixed-width text table: ``columns`` as header, cells as given.
+
+    Args:
+        rows: the rows, each a sequence of already formatted cells in column order.
+        columns: the header.
+        left: how many leading columns are left-aligned (names); the rest are right-aligned
+            (numbers).
+
+    Returns:
+        The table, lines joined with ``\n`` (no trailing newline).
+
+    Examples:
+        >>> print(format_table([["conv", "0.25"], ["pool", "0.125"]], ["layer", "mean"]))
+        layer   mean
+        conv    0.25
+        pool   0.125
+    """
+    lines = [list(columns), *(list(row) for row in rows)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if i < left else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    )
 
 
 @dataclass(frozen=True)
@@ -467,14 +559,7 @@ class SROPReport:
         columns = list(CSV_LEAD) + list(STATISTICS)
         for row in rows:
             columns += [k for k in row if k not in columns]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        text = buffer.getvalue()
-        if path is not None:
-            Path(path).write_text(text)
-        return text
+        return write_csv(path, rows, columns)
 
     def to_pandas(self) -> pandas.DataFrame:
         """The rows of :meth:`rows` as a DataFrame indexed by layer (needs pandas)."""
@@ -504,14 +589,7 @@ class SROPReport:
                     else f"{value:.{digits}f}"
                 )
             body.append(cells)
-        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head))]
-        lines = [
-            "  ".join(
-                c.ljust(w) if i < 3 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-            for row in [head, *body]
-        ]
+        lines = [format_table(body, head, left=3)]
         if self.skipped:
             lines.append(f"skipped: {', '.join(self.skipped)}")
         return "\n".join(lines)
@@ -530,17 +608,3 @@ class SROPReport:
 
     def __str__(self) -> str:
         return f"{self!r}\n{self.table()}"
-
-    # ------------------------------------------------------------------ drawing
-    def plot(
-        self,
-        ax: Axes | None = None,
-        *,
-        log: bool = False,
-        unit: str = "layer",
-        quartiles: bool = True,
-    ) -> Figure:
-        """Mean SROP per layer against depth (see :func:`lightning_srop.plots.plot_reports`)."""
-        from lightning_srop.plots import plot_reports
-
-        return plot_reports([self], ax=ax, log=log, unit=unit, quartiles=quartiles)

@@ -24,10 +24,12 @@ What a report read from a logger holds:
   (the union of their bins; a gap between them is filled with empty bins of the same width).
   Without a histogram (CSV, a layer without valid maps, ``log_histograms=False``) all three are
   zero-length arrays;
-- ``depth``: forward order. The callback logs layers in forward order, but TensorBoard sorts
-  tags alphabetically, so the order is taken from the order in which the values were written:
-  their wall time, and where two layers share a wall time (coarse clocks) their position in the
-  event files. CSVLogger sorts its columns alphabetically, which is forward order with the
+- ``depth``: forward order, read from what the run recorded: the TensorBoard Custom Scalars
+  layout the callback writes (its charts list every layer in forward order). A run without one
+  (written by other code) follows a plain rule: the
+  callback's depth index (``{NN}-{layer}`` tags, ``ordered_tags=True``) when every layer has
+  one, else layer names sorted alphabetically; layers the layout does not name follow, sorted
+  by name. CSVLogger sorts its columns alphabetically, which is forward order with the
   callback's ordered tags; otherwise pass ``order=`` to :func:`read_csv` to restore it (e.g.
   ``read_tensorboard(...)[0].names``);
 - no ``options``, ``meta``, ``model``, ``label`` or batch count: loggers do not record them.
@@ -39,7 +41,6 @@ What a report read from a logger holds:
 from __future__ import annotations
 
 import csv
-import io
 import itertools
 import json
 import math
@@ -50,10 +51,17 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
+import torch
 
-from lightning_srop.loggers import PER_SAMPLE_SUFFIX
-from lightning_srop.report import LayerReport, SROPReport
-from lightning_srop.statistics import QUANTILES, STATISTICS
+from lightning_srop.report import (
+    CHANGE,
+    PER_SAMPLE_SUFFIX,
+    LayerReport,
+    SROPReport,
+    aligned_names,
+    write_csv,
+)
+from lightning_srop.statistics import QUANTILES, STATISTICS, histogram_quantile
 
 __all__ = [
     "EVENTS_PATTERN",
@@ -67,14 +75,14 @@ __all__ = [
     "to_csv",
 ]
 
-#: The change-since-baseline value (logged as a statistic, kept in ``LayerReport.extra``).
-CHANGE: Final[str] = "change"
-
 #: File names of TensorBoard event files.
 EVENTS_PATTERN: Final[str] = "events.out.tfevents.*"
 
 #: The file a ``CSVLogger`` writes its metrics to.
 METRICS_FILE: Final[str] = "metrics.csv"
+
+#: The tag under which TensorBoard stores a Custom Scalars layout.
+LAYOUT_TAG: Final[str] = "custom_scalars__config__"
 
 #: Columns of :func:`to_csv` before the statistics.
 RUN_CSV_LEAD: Final[tuple[str, ...]] = ("epoch", "step", "depth", "layer")
@@ -102,9 +110,9 @@ def histogram_statistics(
     ``count`` is exact. ``mean`` and ``std`` come from ``total`` and ``total_squares`` (the sum
     and sum of squares of the values, e.g. TensorBoard's ``sum``/``sum_squares``) when given,
     else from bin centres. Quantiles (``q05`` ... ``q95``), ``min`` (the 0 quantile) and ``max``
-    (the 1 quantile) follow the callback's own rule (NumPy's linear interpolation between the
-    centres of the bins holding the neighbouring ranks), so they are within half a bin of the
-    exact values and equal to the callback's unclamped histogram quantiles.
+    (the 1 quantile) follow the callback's own rule,
+    :func:`~lightning_srop.statistics.histogram_quantile`, so they are within half a bin of
+    the exact values and equal to the callback's unclamped histogram quantiles.
 
     Args:
         counts: values per bin, shape ``(n,)``.
@@ -136,14 +144,10 @@ def histogram_statistics(
     mean = s1 / n
     out["mean"] = mean
     out["std"] = math.sqrt(max(s2 / n - mean * mean, 0.0))
-    cumulative = np.cumsum(counts_arr)
+    counts_t, centres_t = torch.from_numpy(counts_arr), torch.from_numpy(centres)
 
     def quantile(q: float) -> float:
-        rank = q * max(n - 1.0, 0.0)
-        lo, hi = math.floor(rank), math.ceil(rank)
-        bins = np.searchsorted(cumulative, [lo, hi], side="right").clip(max=counts_arr.size - 1)
-        a, b = float(centres[bins[0]]), float(centres[bins[1]])
-        return a + (rank - lo) * (b - a)
+        return float(histogram_quantile(counts_t, centres_t, q))
 
     out["min"], out["max"] = quantile(0.0), quantile(1.0)
     for name, q in QUANTILES.items():
@@ -260,21 +264,6 @@ def _choose(root: Path, candidates: list[Path], version: Version, where: str, wh
 # ------------------------------------------------------------------------------------------
 
 
-def _merge_orders(orders: Iterable[Sequence[str]]) -> list[str]:
-    """One order of every name: the first sequence's, names only later ones have inserted
-    after their predecessor there."""
-    names: list[str] = []
-    for order in orders:
-        position = 0
-        for name in order:
-            if name in names:
-                position = names.index(name) + 1
-            else:
-                names.insert(position, name)
-                position += 1
-    return names
-
-
 def _tag_rest(tag: str, prefix: str) -> str | None:
     """``rest`` of ``{prefix}/{rest}``, None for other tags."""
     head = prefix + "/"
@@ -294,17 +283,23 @@ def _scalar_key(tag: str, prefix: str) -> tuple[str, str] | None:
 _ORDERED_LABEL: Final[re.Pattern[str]] = re.compile(r"^(\d+)-(.+)$")
 
 
-def _unlabel(keys: dict[str, tuple[str, str]], *others: dict[str, tuple[str, str]]) -> None:
+def _unlabel(keys: dict[str, tuple[str, str]], *others: dict[str, tuple[str, str]]) -> list[str]:
     """Strip the callback's depth index (``{NN}-{layer}``, ``ordered_tags=True``) from the
-    layer part of every key, in place, when every layer label of the run carries one."""
+    layer part of every key, in place, when every layer label of the run carries one.
+
+    Returns:
+        The layer names in the order of their index; empty when the labels carry none.
+    """
     labels = {layer for group in (keys, *others) for layer, _ in group.values()}
     matches = {label: _ORDERED_LABEL.match(label) for label in labels}
     if not labels or not all(matches.values()):
-        return
+        return []
     names = {label: match.group(2) for label, match in matches.items() if match is not None}
     for group in (keys, *others):
         for tag, (layer, what) in group.items():
             group[tag] = (names[layer], what)
+    by_index = sorted((int(m.group(1)), m.group(2)) for m in matches.values() if m is not None)
+    return list(dict.fromkeys(name for _, name in by_index))
 
 
 def _histogram_key(tag: str, prefix: str) -> tuple[str, str] | None:
@@ -324,34 +319,35 @@ def _histogram_key(tag: str, prefix: str) -> tuple[str, str] | None:
 
 
 def _tensorboard_modules() -> tuple[Any, Any]:
-    """``(EventAccumulator, event_file_loader)``, imported lazily (an optional dependency)."""
+    """``(EventAccumulator, layout_pb2)``, imported lazily (an optional dependency)."""
     try:
-        from tensorboard.backend.event_processing import event_file_loader
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+        from tensorboard.plugins.custom_scalar import layout_pb2
     except ImportError as err:
         raise ImportError(
             f"reading TensorBoard logs needs the `tensorboard` package (`{_INSTALL_TENSORBOARD}`)"
             f"; read_csv and read_reports work without it ({err})."
         ) from err
-    return EventAccumulator, event_file_loader
+    return EventAccumulator, layout_pb2
 
 
-def _raw_positions(run_dir: Path, loader: Any, tags: set[str]) -> dict[tuple[str, int, int], int]:
-    """Position in the event files of the ``k``-th value of ``tag`` at ``step``."""
-    positions: dict[tuple[str, int, int], int] = {}
-    seen: dict[tuple[str, int], int] = {}
-    index = 0
-    for file in sorted(run_dir.glob(EVENTS_PATTERN)):
-        for event in loader.EventFileLoader(str(file)).Load():
-            if not event.HasField("summary"):
-                continue
-            for value in event.summary.value:
-                if value.tag in tags:
-                    k = seen.get((value.tag, event.step), 0)
-                    seen[(value.tag, event.step)] = k + 1
-                    positions[(value.tag, int(event.step), k)] = index
-                index += 1
-    return positions
+def _layout_tags(accumulator: Any, layout_pb2: Any) -> list[str]:
+    """Every tag of the run's Custom Scalars layouts, in chart order (layer order within each
+    chart); a tag's regular expression (``^{re.escape(tag)}$``, what the callback writes) is
+    turned back into the tag."""
+    if LAYOUT_TAG not in accumulator.Tags().get("tensors", []):
+        return []
+    tags: list[str] = []
+    for event in accumulator.Tensors(LAYOUT_TAG):
+        layout = layout_pb2.Layout()
+        for value in event.tensor_proto.string_val:
+            layout.ParseFromString(value)
+            for category in layout.category:
+                for chart in category.chart:
+                    for pattern in chart.multiline.tag:
+                        body = pattern.removeprefix("^").removesuffix("$")
+                        tags.append(re.sub(r"\\(.)", r"\1", body))
+    return list(dict.fromkeys(tags))
 
 
 Measurement = tuple[int, int]  # (step, k-th measurement at that step)
@@ -393,8 +389,8 @@ def read_tensorboard(
         where,
         f"TensorBoard event files ({EVENTS_PATTERN})",
     )
-    accumulator_cls, loader = _tensorboard_modules()
-    # Keep every scalar and histogram; images and audio are not read (keep one, not all).
+    accumulator_cls, layout_pb2 = _tensorboard_modules()
+    # Keep every scalar, histogram and tensor (the layout); images and audio are not read.
     accumulator = accumulator_cls(
         str(run_dir),
         size_guidance={
@@ -410,7 +406,6 @@ def read_tensorboard(
     tags = accumulator.Tags()
     scalar_tags = {t: key for t in tags.get("scalars", []) if (key := _scalar_key(t, prefix))}
     hist_tags = {t: key for t in tags.get("histograms", []) if (key := _histogram_key(t, prefix))}
-    _unlabel(scalar_tags, hist_tags)
     if not scalar_tags and not hist_tags:
         shown = sorted(tags.get("scalars", []))[:8]
         raise ValueError(
@@ -419,11 +414,16 @@ def read_tensorboard(
             f"histograms '{prefix}/<layer>'; scalar tags there: "
             f"{', '.join(shown) or 'none'}{' ...' if len(tags.get('scalars', [])) > 8 else ''}."
         )
+    layout_tags = {
+        t: key for t in _layout_tags(accumulator, layout_pb2) if (key := _scalar_key(t, prefix))
+    }
+    indexed = _unlabel(scalar_tags, hist_tags, layout_tags)
+    # Forward order: the layout's, else the depth index of the tags, else by name.
+    order = list(dict.fromkeys(layer for layer, _ in layout_tags.values())) or indexed
+    rank = {name: i for i, name in enumerate(order)}
 
     stats: dict[Measurement, dict[str, dict[str, float]]] = {}
     hists: dict[Measurement, dict[str, dict[str, Any]]] = {}
-    # (measurement, kind, layer) -> (wall time, tag, step, k) of its first value
-    first: dict[tuple[Measurement, str, str], tuple[float, str, int, int]] = {}
 
     def measurements(events: Sequence[Any]) -> Iterable[tuple[Measurement, Any]]:
         seen: dict[int, int] = {}
@@ -432,47 +432,23 @@ def read_tensorboard(
             seen[event.step] = k + 1
             yield (int(event.step), k), event
 
-    def note(key: tuple[Measurement, str, str], event: Any, tag: str) -> None:
-        stamp = (float(event.wall_time), tag, key[0][0], key[0][1])
-        if key not in first or stamp[0] < first[key][0]:
-            first[key] = stamp
-
     for tag, (layer, stat) in scalar_tags.items():
         for m, event in measurements(accumulator.Scalars(tag)):
             stats.setdefault(m, {}).setdefault(layer, {})[stat] = float(event.value)
-            note((m, "scalar", layer), event, tag)
     for tag, (layer, kind) in hist_tags.items():
         for m, event in measurements(accumulator.Histograms(tag)):
             hists.setdefault(m, {}).setdefault(layer, {})[kind] = event.histogram_value
-            note((m, "histogram", layer), event, tag)
 
     epochs: dict[int, list[float]] = {}
     if "epoch" in tags.get("scalars", []):
         for event in accumulator.Scalars("epoch"):
             epochs.setdefault(int(event.step), []).append(float(event.value))
 
-    # Forward order: wall time; ties (coarse clocks) broken by position in the event files.
-    stamps = [v[0] for v in first.values()]
-    positions: dict[tuple[str, int, int], int] | None = None
-    if len(set(stamps)) < len(stamps):
-        positions = _raw_positions(run_dir, loader, set(scalar_tags) | set(hist_tags))
-
-    def order_of(m: Measurement, kind: str) -> list[str]:
-        """Layers of measurement ``m`` by their first value of ``kind``: wall time, then
-        position in the event files (only read on ties), then name."""
-
-        def key(item: tuple[str, tuple[float, str, int, int]]) -> tuple[float, int, str]:
-            layer, (wall, tag, step, k) = item
-            position = -1 if positions is None else positions.get((tag, step, k), -1)
-            return wall, position, layer
-
-        keyed = [(layer, v) for (mm, kk, layer), v in first.items() if mm == m and kk == kind]
-        return [layer for layer, _ in sorted(keyed, key=key)]
-
     reports: list[SROPReport] = []
     for m in sorted(set(stats) | set(hists)):
         step, k = m
-        names = _merge_orders([order_of(m, "scalar"), order_of(m, "histogram")])
+        present = {*stats.get(m, {}), *hists.get(m, {})}
+        names = sorted(present, key=lambda name: (rank.get(name, len(rank)), name))
         layers = []
         for depth, name in enumerate(names):
             logged = stats.get(m, {}).get(name, {})
@@ -768,12 +744,6 @@ def read_run(path: PathLike, *, prefix: str = "srop", version: Version = None) -
 # ------------------------------------------------------------------------------------------
 
 
-def _layer_order(reports: Sequence[SROPReport]) -> list[str]:
-    return _merge_orders(
-        [[layer.name for layer in sorted(r.layers, key=lambda lr: lr.depth)] for r in reports]
-    )
-
-
 def history(
     reports: Sequence[SROPReport], statistic: str = "mean"
 ) -> dict[str, list[tuple[int, float]]]:
@@ -811,7 +781,7 @@ def history(
             f"history: unknown statistic {statistic!r}; valid choices: {', '.join(STATISTICS)} "
             "(or a key of the layers' `extra` values)."
         )
-    curves: dict[str, list[tuple[int, float]]] = {name: [] for name in _layer_order(reports)}
+    curves: dict[str, list[tuple[int, float]]] = {name: [] for name in aligned_names(reports)}
     for index, report in enumerate(reports):
         epoch = index if report.epoch is None else int(report.epoch)
         for layer in report.layers:
@@ -856,11 +826,4 @@ def to_csv(reports: Sequence[SROPReport], path: PathLike | None = None) -> str:
             row.update(layer.extra)
             columns += [k for k in layer.extra if k not in columns]
             rows.append(row)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    text = buffer.getvalue()
-    if path is not None:
-        Path(path).write_text(text)
-    return text
+    return write_csv(path, rows, columns)

@@ -23,7 +23,7 @@ from lightning_srop.functional.spectral_rolloff import (
     _spectral_rolloff_impl,
 )
 
-__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics", "Statistic"]
+__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics", "Statistic", "histogram_quantile"]
 
 #: Quantile levels reported by :meth:`SROPStatistics.compute`, by name.
 QUANTILES: Final[dict[str, float]] = {
@@ -81,20 +81,38 @@ def _bin_index(values: Tensor, num_bins: int, max_value: float) -> Tensor:
     return index.clamp_(0, num_bins - 1)
 
 
-def _histogram_quantile(hist: Tensor, q: float, max_value: float) -> Tensor:
-    """Quantile ``q`` (NumPy's linear rule) from bin counts, within half a bin of the truth."""
-    counts = hist.to(torch.float64)
+def histogram_quantile(counts: Tensor, centres: Tensor, q: float) -> Tensor:
+    """Quantile ``q`` of the values behind a histogram: the package's one quantile rule.
+
+    NumPy's linear rule (``numpy.quantile``'s default) with each value replaced by the centre
+    of its bin: the 0-based rank ``q * (n - 1)`` is interpolated between the centres of the
+    bins holding its two neighbouring ranks, so the result is within half a bin of the exact
+    quantile. Used for the statistics of :class:`SROPStatistics` and for statistics derived
+    from logged histograms (:func:`lightning_srop.runs.histogram_statistics`).
+
+    Args:
+        counts: values per bin, shape ``(n,)``.
+        centres: the bins' centres, shape ``(n,)``, increasing.
+        q: the level, in [0, 1].
+
+    Returns:
+        A float64 scalar; meaningless (the caller masks it) when ``counts`` is all zero.
+
+    Examples:
+        >>> counts = torch.tensor([1, 0, 3])
+        >>> float(histogram_quantile(counts, torch.tensor([0.05, 0.15, 0.25]), 0.5))
+        0.25
+    """
+    counts = counts.to(torch.float64)
     n = counts.sum()  # no valid value: NaN, by the caller's mask (no host sync here)
-    width = max_value / hist.numel()
     cumulative = torch.cumsum(counts, 0)
     rank = q * torch.clamp(n - 1, min=0.0)
     lo, hi = torch.floor(rank), torch.ceil(rank)
-    frac = rank - lo
     # 0-based rank r lies in the first bin whose cumulative count exceeds r.
     ranks = torch.stack([lo, hi]).unsqueeze(1)
-    bins = torch.searchsorted(cumulative, ranks, right=True).squeeze(1).clamp_(max=hist.numel() - 1)
-    centers = (bins.to(torch.float64) + 0.5) * width
-    return centers[0] + frac * (centers[1] - centers[0])
+    bins = torch.searchsorted(cumulative, ranks, right=True).squeeze(1)
+    around = centres.to(torch.float64)[bins.clamp_(max=counts.numel() - 1)]
+    return around[0] + (rank - lo) * (around[1] - around[0])
 
 
 class SROPStatistics(Metric):
@@ -326,9 +344,11 @@ class SROPStatistics(Metric):
             "min": self.min_value.to(f64),
             "max": self.max_value_seen.to(f64),
         }
+        width = self.max_value / self.num_bins
+        centres = (torch.arange(self.num_bins, dtype=f64, device=self.hist.device) + 0.5) * width
         for name, q in QUANTILES.items():
             # A bin centre may lie outside the values seen; the exact quantile never does.
-            value = _histogram_quantile(self.hist, q, self.max_value)
+            value = histogram_quantile(self.hist, centres, q)
             out[name] = torch.clamp(value, self.min_value, self.max_value_seen)
         ns = self.sample_count.to(f64)
         s_mean = _from_fixed(self.sample_fixed_sum) / ns

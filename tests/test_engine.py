@@ -216,9 +216,11 @@ def test_ndim_1_reads_a_linear_output_as_channels_last() -> None:
     net = Odd()
     x = torch.randn(2, 3, 8, 8)
     engine = SROPEngine(net, ["tokens"], ndim=1)
-    with pytest.warns(SROPWarning, match=r"'tokens' as NLC \(Linear acts on the last dim\)"):
-        with engine.capture(x):
-            net(x)
+    with (
+        pytest.warns(SROPWarning, match=r"'tokens' as NLC \(Linear acts on the last dim\)"),
+        engine.capture(x),
+    ):
+        net(x)
     (report,) = engine.reports()
     out = capture_outputs(net, ["tokens"], x)["tokens"][0]  # (N, L=3, C=8)
     ref = np_srop_1d(np.swapaxes(out, 1, 2)).ravel()  # the test lays it out itself

@@ -448,13 +448,6 @@ def test_classifiers_are_valid(metadata: email.message.Message) -> None:
     assert not [c for c in declared if c.startswith("License ::")]
 
 
-def test_no_dead_project_urls(metadata: email.message.Message) -> None:
-    # The project has no public repository or documentation host yet; the docs URL it once
-    # declared pointed at a host with nothing configured.
-    urls = metadata.get_all("Project-URL") or []
-    assert not [u for u in urls if "readthedocs" in u], urls
-
-
 def test_changelog_has_this_version(metadata: email.message.Message) -> None:
     text = (ROOT / "CHANGELOG.md").read_text()
     headings = re.findall(r"^## \[([^\]]+)\]", text, flags=re.MULTILINE)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_srop import STATISTICS
-from lightning_srop.profile import profile, profile_reports
+from lightning_srop.profile import profile
 
 
 class Net(nn.Module):
@@ -83,7 +83,7 @@ def test_single_tensor_num_batches_stats_and_units() -> None:
     assert out == {"pool": {"mean": pytest.approx(ref.mean() / 2, rel=1e-6), "count": ref.size}}
     one = profile(model, xs[0], layers="^early$").as_dict(("median",))
     assert list(one) == ["early"] and set(one["early"]) == {"median"}
-    reports = profile_reports(model, xs[0], layers=nn.Conv2d)
+    reports = profile(model, xs[0], layers=nn.Conv2d).layers
     assert [(r.name, r.depth) for r in reports] == [("early", 0), ("late", 1)]
     assert int(reports[0].counts.sum()) == 2 * 4
 

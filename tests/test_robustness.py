@@ -113,13 +113,16 @@ def test_ddp_spawn_validate_and_fit_merge_all_batches(tmp_path: Path) -> None:
 
 def test_callback_pickles_without_engine_and_keeps_its_random_stream() -> None:
     import pickle
+    from types import SimpleNamespace
 
-    cb = SROPCallback(sample="random", seed=7)
+    cb = SROPCallback(sample="random", seed=7, num_batches=3)
     cb._engine = SROPEngine(SpawnCNN())
-    torch.randperm(5, generator=cb._generator)  # advance the private stream
+    trainer: Any = SimpleNamespace(num_val_batches=[50])
+    cb._choose_batches(trainer)  # advance the draws
     copy = pickle.loads(pickle.dumps(cb))
     assert copy.engine is None and copy.options == cb.options
-    assert torch.equal(copy._generator.get_state(), cb._generator.get_state())
+    assert copy._choose_batches(trainer) == cb._choose_batches(trainer)
+    assert cb._choose_batches(trainer) != cb._choose_batches(trainer)  # draws differ
 
 
 # ------------------------------------------------------------------------------------------

@@ -268,17 +268,73 @@ def test_tensorboard_root_and_versions(run: Run, tmp_path: Path) -> None:
         read_tensorboard(root, version=7)
 
 
-def test_tensorboard_order_with_equal_wall_times(tmp_path: Path) -> None:
-    # A coarse clock: every value at one wall time; the event files' order decides.
-    writer = SummaryWriter(str(tmp_path))
-    for step in (3, 7):
-        for name in ("zeta", "alpha", "mid"):
-            writer.add_scalar(f"srop/{name}/mean", 0.1, step, walltime=100.0)
-        writer.add_scalar("epoch", step // 4, step, walltime=100.0)
+def test_callback_tags_are_the_documented_literals(run: Run) -> None:
+    # Spelled out here, not taken from the package's constants: a renamed tag on both the
+    # writing and the reading side would otherwise pass.
+    accumulator = EventAccumulator(str(run.tb_dir), size_guidance={"scalars": 0, "tensors": 0})
+    accumulator.Reload()
+    tags = accumulator.Tags()
+    for literal in (
+        "srop/00-stem/mean",
+        "srop/03-avg/q75",
+        "srop/01-pool/change",
+        "lite/body/mean",
+    ):
+        assert literal in tags["scalars"], literal
+    for literal in ("srop/00-stem", "srop/00-stem/per_sample_mean", "lite/avg/per_sample_mean"):
+        assert literal in tags["histograms"], literal
+    assert "custom_scalars__config__" in tags["tensors"]
+
+
+def _independent_run(folder: Path, layers: list[str], *, layout: list[str] | None) -> None:
+    """Events written with TensorBoard's own SummaryWriter and literal tags, no package code;
+    ``layout``: the regular expressions of a Custom Scalars chart."""
+    writer = SummaryWriter(str(folder))
+    if layout is not None:
+        charts = {"mean": ["Multiline", layout]}
+        writer.add_custom_scalars({"srop: SROP per layer": charts})
+    for step, epoch in ((3, 0), (7, 1)):
+        for value, name in enumerate(layers):
+            writer.add_scalar(f"srop/{name}/mean", 0.1 * (value + 1), step, walltime=100.0)
+            writer.add_scalar(f"srop/{name}/change", -0.5, step, walltime=100.0)
+            writer.add_histogram_raw(
+                f"srop/{name}",
+                min=0.0,
+                max=0.3,
+                num=4,
+                sum=0.6,
+                sum_squares=0.1,
+                bucket_limits=[0.1, 0.2, 0.3],
+                bucket_counts=[1, 2, 1],
+                global_step=step,
+                walltime=100.0,
+            )
+        writer.add_scalar("epoch", epoch, step, walltime=100.0)
     writer.close()
+
+
+def test_independent_events_with_a_layout_keep_its_order(tmp_path: Path) -> None:
+    # Written in another order than the layout's, all at one wall time: the layout decides.
+    layout = [r"^srop/mid\.1/mean$", "^srop/zeta/mean$", "^srop/alpha/mean$"]
+    _independent_run(tmp_path, ["zeta", "alpha", "mid.1"], layout=layout)
     reports = read_tensorboard(tmp_path)
-    assert [r.names for r in reports] == [["zeta", "alpha", "mid"]] * 2
     assert [(r.epoch, r.step) for r in reports] == [(0, 3), (1, 7)]
+    assert [r.names for r in reports] == [["mid.1", "zeta", "alpha"]] * 2
+    layer = reports[0]["zeta"]
+    assert layer.depth == 1 and layer.stats["mean"] == pytest.approx(0.1)
+    assert layer.extra == {"change": -0.5}
+    np.testing.assert_array_equal(layer.counts, [1, 2, 1])
+    assert layer.stats["count"] == 4 and layer.stats["median"] == pytest.approx(0.15)
+
+
+def test_independent_events_without_a_layout_follow_the_plain_rule(tmp_path: Path) -> None:
+    # No layout: names sorted, whatever order or wall times they were written with ...
+    _independent_run(tmp_path / "plain", ["zeta", "alpha", "mid"], layout=None)
+    assert [r.names for r in read_tensorboard(tmp_path / "plain")] == [["alpha", "mid", "zeta"]] * 2
+    # ... or, when every layer carries the callback's depth index, that index's order.
+    _independent_run(tmp_path / "indexed", ["02-alpha", "00-zeta", "01-mid"], layout=None)
+    reports = read_tensorboard(tmp_path / "indexed")
+    assert [r.names for r in reports] == [["zeta", "mid", "alpha"]] * 2
 
 
 def test_tensorboard_histograms_on_one_grid(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from lightning_srop.functional._triton import (
     triton_available,
     triton_rolloff,
 )
+from lightning_srop.notices import SROPWarning
 
 __all__ = [
     "DEFAULT_MAX_CHUNK_BYTES",
@@ -335,8 +336,10 @@ def _iter_map_chunks(
 # ---------------------------------------------------------------- the fused kernel's guard
 
 
-class FusedKernelWarning(UserWarning):
+class FusedKernelWarning(SROPWarning):
     """The fused Triton kernel raised or failed its self-check; the plain path is used instead.
+
+    A :class:`~lightning_srop.notices.SROPWarning`, so filtering those filters this too.
 
     Emitted once per device, compute dtype and accumulation. Results are never taken from a
     kernel that failed: the plain PyTorch path computes them, for the rest of the process.
