@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -40,13 +40,21 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
 from typing_extensions import override
 
-from lightning_srop.engine import SROPEngine, _is_compiled, batch_input
+from lightning_srop.engine import (
+    SROPEngine,
+    _is_compiled,
+    batch_input,
+    find_input,
+    takes_image_list,
+)
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
 from lightning_srop.notices import notice
 from lightning_srop.options import (
     COMPILED_CHOICES,
     Compiled,
+    Grid,
+    InputLayout,
     Layout,
     Repeated,
     SROPOptions,
@@ -60,6 +68,13 @@ from lightning_srop.statistics import Statistic
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
+_OWNER: Final[str] = "SROPCallback"
+
+
+class _BatchError(Exception):
+    """The baseline found no model input in a batch (the cause is chained)."""
+
+
 #: Values of ``sample=``.
 SAMPLE_CHOICES: Final[tuple[str, ...]] = ("first", "random")
 
@@ -68,9 +83,10 @@ class SROPCallback(Callback):
     r"""Log per-layer spectral roll-off points (SROPs) of sampled validation batches.
 
     What is measured and how (``layers``, ``num_batches``, ``roll_percent``, ``keep_dc``,
-    ``ndim``, ``unit``, ``layout``, ``stats``, ``repeated``, ``num_bins``, ``input_key``,
-    ``compiled``) is documented once, on :class:`~lightning_srop.options.SROPOptions`; the
-    arguments below decide when and where it is logged.
+    ``ndim``, ``unit``, ``layout``, ``grid``, ``prefix_tokens``, ``input_layout``, ``stats``,
+    ``repeated``, ``num_bins``, ``input_key``, ``compiled``) is documented once, on
+    :class:`~lightning_srop.options.SROPOptions`; the arguments below decide when and where it
+    is logged.
 
     Args:
         every_n_epochs: measure every n-th validation run of ``fit``, starting with the first
@@ -100,6 +116,11 @@ class SROPCallback(Callback):
             :class:`~lightning_srop.report.SROPReport` as JSON (histograms included) to
             ``{trainer.log_dir}/{prefix}_reports/epoch=E-step=S.json``; read them back with
             ``lightning_srop.runs.read_run`` or ``SROPReport.from_json``.
+        forward: how the baseline runs the model on a batch: a callable
+            ``(pl_module, batch) -> output``, e.g. ``lambda m, b: m(**b)`` for Hugging Face
+            dict batches; default ``pl_module(x)`` on the batch's input (``input_key``; a list
+            of images for detection models). Validation batches run through your
+            ``validation_step`` either way.
 
     Attributes:
         options: the validated :class:`~lightning_srop.options.SROPOptions` (what is measured
@@ -131,6 +152,9 @@ class SROPCallback(Callback):
         ndim: int | None = None,
         unit: Unit = "layer",
         layout: Layout | dict[str, Layout] = "auto",
+        grid: Grid | dict[str, Grid] | None = None,
+        prefix_tokens: int | dict[str, int] | None = None,
+        input_layout: InputLayout = "auto",
         stats: Sequence[Statistic] = ("mean", "median"),
         log_histograms: bool = True,
         log_figure: bool = True,
@@ -143,6 +167,7 @@ class SROPCallback(Callback):
         num_bins: int = 1024,
         input_key: str = "input",
         compiled: Compiled = "eager",
+        forward: Callable[[LightningModule, Any], Any] | None = None,
     ) -> None:
         owner = "SROPCallback"
         # What is measured and how: one validated options object (shared with `profile`).
@@ -154,6 +179,9 @@ class SROPCallback(Callback):
             ndim=ndim,
             unit=unit,
             layout=layout,
+            grid=grid,
+            prefix_tokens=prefix_tokens,
+            input_layout=input_layout,
             stats=stats,
             repeated=repeated,
             num_bins=num_bins,
@@ -182,6 +210,12 @@ class SROPCallback(Callback):
             else check_int(histogram_bins, "histogram_bins", owner, minimum=1)
         )
         self.save_reports = check_bool(save_reports, "save_reports", owner)
+        if forward is not None and not callable(forward):
+            raise TypeError(
+                f"{owner}: expected `forward` to be None or a callable (pl_module, batch) -> "
+                f"output; got {type(forward).__name__}."
+            )
+        self.forward = forward
         #: The baseline measurement (this process's copy; ``None`` before it, and after a
         #: resume, where only its means come back from the checkpoint).
         self.baseline_report: SROPReport | None = None
@@ -385,13 +419,24 @@ class SROPCallback(Callback):
             for module, training in modes.items():
                 module.training = training
         if failure is not None:
+            said = f"{type(failure).__name__}: {str(failure).strip()[:300] or '(no message)'}"
+            if isinstance(failure, _BatchError):
+                cause = (
+                    f"cannot find the model's input in a validation batch ({failure.__cause__}); "
+                    "pass `input_key=` or `forward=` (a callable (pl_module, batch) -> output)"
+                )
+            elif self.forward is not None:
+                cause = f"calls `forward(pl_module, batch)`, which failed with {said}"
+            else:
+                cause = (
+                    "calls the LightningModule's `forward` on each measured batch's input "
+                    f"(`pl_module(x)`), which failed with {said}; define `forward(x)` or pass "
+                    "`forward=` (a callable (pl_module, batch) -> output)"
+                )
             self._notice(
                 "baseline-failed",
-                "the SROP baseline calls the LightningModule's `forward` on each measured "
-                "batch's input (`pl_module(x)`), which failed with "
-                f"{type(failure).__name__}: {str(failure).strip()[:300] or '(no message)'}; "
-                "training goes on without it, and no `change` is reported. Define `forward(x)`, "
-                "or pass `baseline=False`.",
+                f"the SROP baseline {cause}. Training goes on without it, and no `change` is "
+                "reported (or pass `baseline=False`).",
             )
             return
         self.baseline_report = SROPReport(
@@ -416,8 +461,18 @@ class SROPCallback(Callback):
         batch = pl_module.on_before_batch_transfer(batch, dataloader_idx)
         batch = pl_module.transfer_batch_to_device(batch, pl_module.device, dataloader_idx)
         batch = pl_module.on_after_batch_transfer(batch, dataloader_idx)
-        x = batch_input(batch, self.options.input_key, owner="SROPCallback")
-        with trainer.precision_plugin.val_step_context(), engine.capture(x):
+        context = trainer.precision_plugin.val_step_context()
+        if self.forward is not None:
+            engine.set_input(find_input(batch, self.options.input_key, pl_module))
+            with context, engine.capture():
+                self.forward(pl_module, batch)
+            return
+        image_list = takes_image_list(pl_module)
+        try:
+            x = batch_input(batch, self.options.input_key, owner=_OWNER, image_list=image_list)
+        except (TypeError, ValueError) as err:
+            raise _BatchError() from err
+        with context, engine.capture(x):
             pl_module(x)
 
     def _with_change(self, report: LayerReport) -> LayerReport:
@@ -463,12 +518,9 @@ class SROPCallback(Callback):
                 return
         elif index not in self._chosen:
             return
-        try:
-            x = batch_input(batch, self.options.input_key, owner="SROPCallback")
-        except (TypeError, ValueError):
-            if self.options.unit == "input":
-                raise  # the input's size is needed: say why it cannot be found
-            x = None  # only the report's downscaling is unknown
+        x = find_input(batch, self.options.input_key, pl_module)
+        if x is None and self.options.unit == "input":  # the input's size is needed: say why
+            batch_input(batch, self.options.input_key, owner=_OWNER)
         self._engine.set_input(x)
         self._engine.attach()
         self._measured_batches += 1

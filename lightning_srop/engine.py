@@ -79,7 +79,14 @@ from lightning_srop.options import SROPOptions
 from lightning_srop.report import LayerMeta, LayerReport
 from lightning_srop.statistics import SROPStatistics
 
-__all__ = ["BatchInput", "LayerMeta", "SROPEngine", "batch_input", "takes_image_list"]
+__all__ = [
+    "BatchInput",
+    "LayerMeta",
+    "SROPEngine",
+    "batch_input",
+    "find_input",
+    "takes_image_list",
+]
 
 #: A model's input as a batch holds it: a tensor, or a list of image tensors (detection).
 BatchInput: TypeAlias = Tensor | list[Tensor]
@@ -159,6 +166,22 @@ def batch_input(
         f"`input_key`={input_key!r}; got {type(batch).__name__}. For other batches pass "
         "`forward=` (a callable (model, batch) -> output)."
     )
+
+
+def find_input(batch: Any, input_key: str, model: nn.Module) -> BatchInput | None:
+    """The input of ``batch`` for ``model`` (see :func:`batch_input`), or None where it has
+    none that can be found (batches that a ``forward=`` callable consumes whole).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> find_input({"pixel_values": torch.zeros(1)}, "input", nn.Identity()) is None
+        True
+    """
+    try:
+        return batch_input(batch, input_key, image_list=takes_image_list(model))
+    except (TypeError, ValueError):
+        return None
 
 
 class _EagerStance:

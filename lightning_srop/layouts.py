@@ -328,12 +328,18 @@ def _downscaled(grid: tuple[int, int]) -> set[tuple[int, int]]:
 
 
 def _features_last(module: nn.Module, size: int) -> bool:
+    """Whether ``module`` acts on the last dim, of ``size`` features: ``Linear``/``LayerNorm``
+    (exact types), or a norm that declares ``data_format="channels_last"`` (Hugging Face's
+    and timm's ConvNeXt norms)."""
+    if getattr(module, "data_format", None) == "channels_last":
+        shape: tuple[int, ...] = tuple(getattr(module, "normalized_shape", ()))
+        return not shape or int(shape[-1]) == size
     if type(module) not in FEATURES_LAST_TYPES:
         return False
     if isinstance(module, nn.Linear):
         return int(module.out_features) == size
-    shape: tuple[int, ...] = tuple(getattr(module, "normalized_shape", ()))
-    return len(shape) == 1 and int(shape[0]) == size
+    norm: tuple[int, ...] = tuple(getattr(module, "normalized_shape", ()))
+    return len(norm) == 1 and int(norm[0]) == size
 
 
 def _token_grids(
@@ -448,7 +454,7 @@ def read_layout(
                 or f"the global layout={explicit!r} describes {fits[explicit]}-D outputs",
             )
     if isinstance(reading, Refusal):
-        if reading.reason.endswith("it is skipped."):
+        if "it is skipped" in reading.reason:
             return reading
         hint = hint_4d if dims == 4 else hint_3d
         return Refusal(f"{reading.reason}; it is skipped ({hint}).", final=reading.final)
@@ -509,7 +515,9 @@ def _auto(
     ndim: int | None,
 ) -> Reading | Refusal:
     dims = len(shape)
-    if isinstance(module, CHANNELS_FIRST_TYPES):
+    if isinstance(module, CHANNELS_FIRST_TYPES) or (
+        getattr(module, "data_format", None) == "channels_first"
+    ):
         return Reading("NCHW" if dims == 4 else "NCL", source)
     first = next((x for x in inputs if isinstance(x, Tensor)), None)
     if first is not None and tuple(first.shape) == shape:

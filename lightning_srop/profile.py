@@ -21,7 +21,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
-from lightning_srop.engine import BatchInput, SROPEngine, batch_input, takes_image_list
+from lightning_srop.engine import SROPEngine, batch_input, find_input, takes_image_list
 from lightning_srop.options import SROPOptions, check_bool
 from lightning_srop.report import SROPReport
 
@@ -175,7 +175,7 @@ def profile(
             for batch in shown:
                 if forward is not None:
                     batch = move_data_to_device(batch, target)
-                    engine.set_input(_input_or_none(batch, options.input_key, image_list))
+                    engine.set_input(find_input(batch, options.input_key, model))
                     with engine.capture():
                         forward(model, batch)
                 else:
@@ -201,11 +201,3 @@ def profile(
         model=type(model).__name__,
         label=label,
     )
-
-
-def _input_or_none(batch: Any, input_key: str, image_list: bool) -> BatchInput | None:
-    """The batch's input where one can be found (a ``forward=`` batch may have none)."""
-    try:
-        return batch_input(batch, input_key, image_list=image_list)
-    except (TypeError, ValueError):
-        return None

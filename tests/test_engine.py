@@ -361,3 +361,19 @@ def test_inductor_compiled_model_measured_like_the_eager_one() -> None:
     assert hooks_left(net) == 0
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), net(x))  # still compiled and correct afterwards
+
+
+def test_default_conv1d_of_a_2d_model_over_a_flattened_grid_is_left_out() -> None:
+    net = Mixed().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SROPWarning)  # the default choice: a quiet skip
+        engine = SROPEngine(net)
+        x = torch.randn(2, 3, 16, 16)
+        with engine.capture(x):
+            net(x)
+    assert [r.name for r in engine.reports()] == ["conv", "pool", "conv2"]
+    assert "a flattened 2-D grid" in engine.skipped["seq"]
+    named = SROPEngine(net, ["seq"])  # named, it is measured
+    with named.capture(x):
+        net(x)
+    assert [r.name for r in named.reports()] == ["seq"]
