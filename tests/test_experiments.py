@@ -88,6 +88,35 @@ def test_mix_cases() -> None:
         input_variation.mix(digits, labels, 0.5, "III", seed=0)
 
 
+def test_input_variation_same_inputs_for_both_cases(tmp_path: Path) -> None:
+    """Both cases are measured on one pattern set fixed before training (and the same mixed
+    images): at w = 0, where both cases train the very same model, every layer's difference is
+    exactly 0 in every seed, and so is the summary's (verdict inconclusive)."""
+    digits, labels = torch.rand(5, 1, 28, 28), torch.tensor([3, 1, 4, 1, 5])
+    patterns = input_variation.measurement_patterns(labels, 28, seed=7)
+    assert torch.equal(patterns, input_variation.measurement_patterns(labels, 28, seed=7))
+    assert torch.equal(patterns, input_variation.mix(digits, labels, 1.0, "I", seed=7)[1])
+    tiny = ["--weights", "0", "0.5", "--epochs", "1", "--max-train", "120", "--max-val", "40"]
+    rows, table = input_variation.main(["--out-dir", str(tmp_path), *tiny, "--seeds", "2"])
+    by = {(r["seed"], r["case"], r["w"], r["layer"]): r for r in rows}
+    for seed in (0, 1):
+        for layer in input_variation.LAYERS:
+            a, b = by[(seed, "I", 0.0, layer)], by[(seed, "II", 0.0, layer)]
+            for key in ("pattern_srop", "mixed_srop", "accuracy"):
+                assert a[key] == b[key], (seed, layer, key)
+    diffs = [
+        r for r in table if r["w"] == 0.0 and r["quantity"] == "pattern_srop[I] - pattern_srop[II]"
+    ]
+    assert len(diffs) == len(input_variation.LAYERS) + 1  # every layer and their mean
+    for r in diffs:
+        assert (r["mean"], r["low"], r["high"], r["verdict"]) == (0.0, 0.0, 0.0, "inconclusive")
+    # at w > 0 the cases train different models: there the differences are measurements
+    assert any(
+        by[(0, "I", 0.5, layer)]["pattern_srop"] != by[(0, "II", 0.5, layer)]["pattern_srop"]
+        for layer in input_variation.LAYERS
+    )
+
+
 def test_input_variation_end_to_end(tmp_path: Path) -> None:
     rows, table = input_variation.main(
         [
@@ -132,7 +161,11 @@ def test_input_variation_end_to_end(tmp_path: Path) -> None:
         # w = 0: both cases see the very same digits and train the very same model
         for layer in layers:
             a, b = by[(s, "I", 0.0, layer)], by[(s, "II", 0.0, layer)]
-            assert (a["accuracy"], a["mixed_srop"]) == (b["accuracy"], b["mixed_srop"])
+            assert (a["accuracy"], a["mixed_srop"], a["pattern_srop"]) == (
+                b["accuracy"],
+                b["mixed_srop"],
+                b["pattern_srop"],
+            )
         # the same pattern bank in both cases: input spectra agree, only the labels differ
         assert float(by[(s, "I", 0.9, layers[0])]["input_srop"]) == pytest.approx(
             float(by[(s, "II", 0.9, layers[0])]["input_srop"]), abs=0.02

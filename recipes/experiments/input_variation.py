@@ -19,18 +19,27 @@ The exact design (the paper does not publish its patterns; this is ours):
   differs.
 - **Training**: one :class:`recipes.mnist.SmallCNN` per (seed, case, w), the same initial
   weights for both cases (AdamW, ``--epochs``, seeded batches).
-- **Measuring**: the trained network is fed **the validation patterns alone** (the very gratings
-  that were mixed into the validation images, normalized the same way), and
-  :func:`lightning_srop.profile` gives each layer's mean SROP: ``pattern_srop``. Also recorded:
-  the same on the mixed validation images (``mixed_srop``), the mixed images' own SROP
-  (``input_srop``) and the validation accuracy on the mixed images.
+- **Measuring**: both cases are measured on **one pattern set, fixed per seed before any
+  training**: the gratings of the validation labels with phases drawn once from the seed
+  (:func:`measurement_patterns`), i.e. the very patterns of CASE I's validation images. Each
+  trained network is fed these patterns alone (normalized like the images) and
+  :func:`lightning_srop.profile` gives each layer's mean SROP: ``pattern_srop``. ``mixed_srop``
+  is the same on the mixed images ``w * pattern + (1 - w) * digit`` made from that one pattern
+  set and the validation digits, again the same images for both cases (each of them is a
+  possible input in either case: in CASE II any grating may come with any digit). So at
+  ``w = 0``, where both cases train the very same model on the same plain digits, every
+  difference is exactly 0. Also recorded per case: the validation accuracy and the mixed
+  images' own SROP (``input_srop``) on the case's own validation images (CASE I: the
+  measurement images themselves; CASE II: the same digits with random gratings), i.e. each
+  case's own task.
 
 The paper's claim: trained models keep the pattern's mean SROP low in CASE I (high accuracy)
 and high in CASE II (low accuracy). ``input_variation_summary.csv`` gives, per w and layer, the
 per-seed paired difference ``pattern_srop[I] - pattern_srop[II]`` (paper: < 0) and
 ``accuracy[I] - accuracy[II]`` (paper: > 0) as means over seeds with 95 % bootstrap intervals
 and verdicts (rule in the file's first line). At w = 0 the two cases train the very same model
-(the pattern is absent), so there only the patterns fed differ.
+on the same data and are measured on the same inputs, so every difference there is exactly 0
+(a check of the design, not a result).
 
 Run::
 
@@ -65,7 +74,15 @@ from recipes.experiments._common import (
     write_csv,
 )
 
-__all__ = ["LAYERS", "grating_bank", "main", "mix", "pattern_index", "run"]
+__all__ = [
+    "LAYERS",
+    "grating_bank",
+    "main",
+    "measurement_patterns",
+    "mix",
+    "pattern_index",
+    "run",
+]
 
 LAYERS: tuple[str, ...] = (
     "features.conv1",
@@ -117,6 +134,14 @@ def mix(digits: Tensor, labels: Tensor, w: float, case: str, seed: int) -> tuple
     return w * pattern + (1.0 - w) * digits, pattern
 
 
+def measurement_patterns(labels: Tensor, size: int, seed: int) -> Tensor:
+    """The one pattern set both cases are measured on: grating ``labels[i]`` with a phase
+    drawn from ``seed``, as ``(N, 1, size, size)`` in [0, 1]. It equals the patterns that
+    :func:`mix` gives CASE I with the same ``seed``; it does not depend on the case, the
+    weight or the trained model, so it is fixed before training."""
+    return gratings(labels, size, torch.Generator().manual_seed(seed))
+
+
 def _normalize(x: Tensor) -> Tensor:
     return (x - 0.5) / 0.5
 
@@ -137,10 +162,13 @@ def _seed_rows(
     from recipes.mnist import SmallCNN
 
     rows: list[dict[str, Any]] = []
+    # one pattern set for every case and weight, fixed before any training
+    patterns = measurement_patterns(vy, vx.shape[-1], seed=seed + 2)
     for case in cases:
         for w in weights:
             train_x, _ = mix(tx, ty, w, case, seed=seed + 1)
-            val_x, val_pattern = mix(vx, vy, w, case, seed=seed + 2)
+            val_x, _ = mix(vx, vy, w, case, seed=seed + 2)  # the case's own task
+            measured_x = w * patterns + (1.0 - w) * vx  # the same images for every case
             examples.setdefault((case, w), val_x[:1])
             torch.manual_seed(seed)
             model = SmallCNN()
@@ -148,8 +176,8 @@ def _seed_rows(
                 model, _normalize(train_x), ty, epochs=epochs, batch_size=batch_size, seed=seed
             )
             accuracy = evaluate(model, _normalize(val_x), vy)
-            mixed = layer_means(model, _normalize(val_x), LAYERS)
-            pattern = layer_means(model, _normalize(val_pattern), LAYERS)
+            mixed = layer_means(model, _normalize(measured_x), LAYERS)
+            pattern = layer_means(model, _normalize(patterns), LAYERS)
             input_srop = ds_means(val_x, [1])[1]
             for depth, layer in enumerate(LAYERS):
                 rows.append(
