@@ -6,8 +6,9 @@ only where they held for every seed tried at this size."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ import torch
 from PIL import Image
 
 from recipes.experiments import architecture_variation, input_variation, training_stages
-from recipes.experiments._common import RULE, SUMMARY_COLUMNS, VERDICTS, read_csv, verdict
+from recipes.experiments._common import (
+    RULE,
+    SUMMARY_COLUMNS,
+    VERDICTS,
+    command_line,
+    read_csv,
+    verdict,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +64,89 @@ def _assert_png(path: Path, min_width: int = 600) -> None:
         assert image.format == "PNG"
         width, height = image.size
     assert width >= min_width and height >= 300
+
+
+# --------------------------------------------------------------------------------------------
+# the command line (one builder for the three experiments)
+
+
+def _toy_run(
+    out_dir: Path,
+    *,
+    weights: Sequence[float] = (0.0, 0.5),
+    data: Literal["digits", "mnist"] = "digits",
+    max_train: int | None = None,
+    download: bool = False,
+    seeds: int = 3,
+) -> dict[str, Any]:
+    """A run function as the experiments write them.
+
+    Args:
+        out_dir: where to write
+        weights: pattern weights
+        data: which digits
+        max_train: keep this many
+        download: download if missing
+        seeds: number of seeds
+    """
+    return {"out_dir": out_dir, "weights": weights, "data": data, "max_train": max_train}
+
+
+def test_command_line_from_signature(capsys: pytest.CaptureFixture[str]) -> None:
+    got = command_line(_toy_run, [], description="toy")
+    assert got == {
+        "out_dir": Path("runs/experiments/test_experiments"),
+        "weights": [0.0, 0.5],
+        "data": "digits",
+        "max_train": None,
+    }
+    argv = ["--out-dir", "x", "--weights", "0", "0.25", "1", "--data", "mnist"]
+    got = command_line(_toy_run, [*argv, "--max-train", "7", "--download"], description="toy")
+    assert got == {
+        "out_dir": Path("x"),
+        "weights": [0.0, 0.25, 1.0],
+        "data": "mnist",
+        "max_train": 7,
+    }
+    with pytest.raises(SystemExit):
+        command_line(_toy_run, ["--help"], description="toy")
+    shown = capsys.readouterr().out
+    for flag, text in [("--max-train", "keep this many"), ("--download", "download if missing")]:
+        assert flag in shown and text in shown
+    assert "{digits,mnist}" in shown and "--threads" in shown
+    bad = [["--data", "emnist"], ["--seeds", "0"], ["--max-train", "x"], ["--max_train", "3"]]
+    for argv in bad:
+        with pytest.raises(SystemExit) as stop:
+            command_line(_toy_run, argv, description="toy")
+        assert stop.value.code == 2, argv
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "flags"),
+    [
+        (input_variation, ["--weights", "--cases", "--max-train", "--max-val", "--download"]),
+        (architecture_variation, ["--image-dir", "--num-images", "--image-size", "--models"]),
+        (training_stages, ["--num-profile", "--arch", "--weights", "--max-train", "--data-dir"]),
+    ],
+)
+def test_experiment_flags(
+    module: Any, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in [*flags, "--out-dir", "--seed", "--seeds", "--threads"]:
+        assert f"{flag} " in shown, flag
+    assert f"runs/experiments/{module.__name__.rsplit('.', 1)[-1]}" in shown
+
+
+def test_input_variation_weights_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        input_variation.main(["--weights", "0.5", "1.5"])
+    assert stop.value.code == 2
+    assert "--weights must lie in [0, 1], got 1.5" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------------------------

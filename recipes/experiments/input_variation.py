@@ -49,11 +49,10 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -62,12 +61,11 @@ from recipes.experiments._common import (
     RULE,
     VERDICT_COLORS,
     Timer,
-    add_common_arguments,
+    command_line,
     digit_data,
     ds_means,
     evaluate,
     layer_means,
-    parse_args,
     seed_list,
     summarize,
     train_model,
@@ -236,10 +234,10 @@ def run(
     out_dir: Path,
     *,
     weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 0.95),
-    cases: Sequence[str] = ("I", "II"),
+    cases: Sequence[Literal["I", "II"]] = ("I", "II"),
     epochs: int = 8,
     batch_size: int = 64,
-    data: str = "digits",
+    data: Literal["digits", "mnist"] = "digits",
     data_dir: str = "data",
     download: bool = False,
     max_train: int | None = None,
@@ -248,7 +246,22 @@ def run(
     seeds: int = 3,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train one model per (seed, case, w); write ``input_variation.csv`` (per seed, case, w and
-    layer), ``input_variation_summary.csv`` (intervals, verdicts) and ``.png``."""
+    layer), ``input_variation_summary.csv`` (intervals, verdicts) and ``.png``.
+
+    Args:
+        out_dir: folder for the CSVs and the PNG
+        weights: pattern weights w, each in [0, 1]
+        cases: I (the pattern is the label's) and/or II (the pattern is random)
+        epochs: training epochs per model
+        batch_size: training batch size
+        data: digits (scikit-learn's, offline) or mnist (torchvision)
+        data_dir: MNIST root (torchvision layout)
+        download: download MNIST if missing
+        max_train: keep this many train images
+        max_val: keep this many validation images
+        seed: first seed
+        seeds: number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them
+    """
     timer = Timer()
     rows: list[dict[str, Any]] = []
     examples: dict[tuple[str, float], Tensor] = {}
@@ -410,38 +423,13 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/experiments/input_variation"))
-    parser.add_argument(
-        "--weights",
-        type=float,
-        nargs="+",
-        default=[0.0, 0.25, 0.5, 0.75, 0.95],
-        help="pattern weights w",
-    )
-    parser.add_argument("--cases", nargs="+", default=["I", "II"], choices=list(CASES))
-    parser.add_argument("--max-val", type=int, default=None, help="keep this many val images")
-    add_common_arguments(parser, training=True)
-    args = parse_args(parser, argv)
-    for w in args.weights:
-        if not 0.0 <= w <= 1.0:
-            parser.error(f"--weights must lie in [0, 1], got {w}")
-    return run(
-        args.out_dir,
-        weights=args.weights,
-        cases=args.cases,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        data=args.data,
-        data_dir=args.data_dir,
-        download=args.download,
-        max_train=args.max_train,
-        max_val=args.max_val,
-        seed=args.seed,
-        seeds=args.seeds,
-    )
+    """The command line: :func:`run`'s arguments as flags (``--help`` lists them)."""
+    return command_line(run, argv, description=__doc__.split("\n\n")[0], check=_check)
+
+
+def _check(arguments: Mapping[str, Any]) -> str | None:
+    bad = [w for w in arguments["weights"] if not 0.0 <= w <= 1.0]
+    return f"--weights must lie in [0, 1], got {bad[0]}" if bad else None
 
 
 if __name__ == "__main__":
