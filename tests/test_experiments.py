@@ -6,8 +6,9 @@ only where they held for every seed tried at this size."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ import torch
 from PIL import Image
 
 from recipes.experiments import architecture_variation, input_variation, training_stages
-from recipes.experiments._common import RULE, SUMMARY_COLUMNS, VERDICTS, read_csv, verdict
+from recipes.experiments._common import (
+    RULE,
+    SUMMARY_COLUMNS,
+    VERDICTS,
+    command_line,
+    read_csv,
+    verdict,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,6 +67,89 @@ def _assert_png(path: Path, min_width: int = 600) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the command line (one builder for the three experiments)
+
+
+def _toy_run(
+    out_dir: Path,
+    *,
+    weights: Sequence[float] = (0.0, 0.5),
+    data: Literal["digits", "mnist"] = "digits",
+    max_train: int | None = None,
+    download: bool = False,
+    seeds: int = 3,
+) -> dict[str, Any]:
+    """A run function as the experiments write them.
+
+    Args:
+        out_dir: where to write
+        weights: pattern weights
+        data: which digits
+        max_train: keep this many
+        download: download if missing
+        seeds: number of seeds
+    """
+    return {"out_dir": out_dir, "weights": weights, "data": data, "max_train": max_train}
+
+
+def test_command_line_from_signature(capsys: pytest.CaptureFixture[str]) -> None:
+    got = command_line(_toy_run, [], description="toy")
+    assert got == {
+        "out_dir": Path("runs/experiments/test_experiments"),
+        "weights": [0.0, 0.5],
+        "data": "digits",
+        "max_train": None,
+    }
+    argv = ["--out-dir", "x", "--weights", "0", "0.25", "1", "--data", "mnist"]
+    got = command_line(_toy_run, [*argv, "--max-train", "7", "--download"], description="toy")
+    assert got == {
+        "out_dir": Path("x"),
+        "weights": [0.0, 0.25, 1.0],
+        "data": "mnist",
+        "max_train": 7,
+    }
+    with pytest.raises(SystemExit):
+        command_line(_toy_run, ["--help"], description="toy")
+    shown = capsys.readouterr().out
+    for flag, text in [("--max-train", "keep this many"), ("--download", "download if missing")]:
+        assert flag in shown and text in shown
+    assert "{digits,mnist}" in shown and "--threads" in shown
+    bad = [["--data", "emnist"], ["--seeds", "0"], ["--max-train", "x"], ["--max_train", "3"]]
+    for argv in bad:
+        with pytest.raises(SystemExit) as stop:
+            command_line(_toy_run, argv, description="toy")
+        assert stop.value.code == 2, argv
+    assert "--seeds must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("module", "flags"),
+    [
+        (input_variation, ["--weights", "--cases", "--max-train", "--max-val", "--download"]),
+        (architecture_variation, ["--image-dir", "--num-images", "--image-size", "--models"]),
+        (training_stages, ["--num-profile", "--arch", "--weights", "--max-train", "--data-dir"]),
+    ],
+)
+def test_experiment_flags(
+    module: Any, flags: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        module.main(["--help"])
+    assert stop.value.code == 0
+    shown = capsys.readouterr().out
+    for flag in [*flags, "--out-dir", "--seed", "--seeds", "--threads"]:
+        assert f"{flag} " in shown, flag
+    assert f"runs/experiments/{module.__name__.rsplit('.', 1)[-1]}" in shown
+
+
+def test_input_variation_weights_checked(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        input_variation.main(["--weights", "0.5", "1.5"])
+    assert stop.value.code == 2
+    assert "--weights must lie in [0, 1], got 1.5" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
 # input variation
 
 
@@ -86,6 +177,35 @@ def test_mix_cases() -> None:
     torch.testing.assert_close(srop, freqs[labels], atol=0.05, rtol=0)
     with pytest.raises(ValueError, match="case='III'"):
         input_variation.mix(digits, labels, 0.5, "III", seed=0)
+
+
+def test_input_variation_same_inputs_for_both_cases(tmp_path: Path) -> None:
+    """Both cases are measured on one pattern set fixed before training (and the same mixed
+    images): at w = 0, where both cases train the very same model, every layer's difference is
+    exactly 0 in every seed, and so is the summary's (verdict inconclusive)."""
+    digits, labels = torch.rand(5, 1, 28, 28), torch.tensor([3, 1, 4, 1, 5])
+    patterns = input_variation.measurement_patterns(labels, 28, seed=7)
+    assert torch.equal(patterns, input_variation.measurement_patterns(labels, 28, seed=7))
+    assert torch.equal(patterns, input_variation.mix(digits, labels, 1.0, "I", seed=7)[1])
+    tiny = ["--weights", "0", "0.5", "--epochs", "1", "--max-train", "120", "--max-val", "40"]
+    rows, table = input_variation.main(["--out-dir", str(tmp_path), *tiny, "--seeds", "2"])
+    by = {(r["seed"], r["case"], r["w"], r["layer"]): r for r in rows}
+    for seed in (0, 1):
+        for layer in input_variation.LAYERS:
+            a, b = by[(seed, "I", 0.0, layer)], by[(seed, "II", 0.0, layer)]
+            for key in ("pattern_srop", "mixed_srop", "accuracy"):
+                assert a[key] == b[key], (seed, layer, key)
+    diffs = [
+        r for r in table if r["w"] == 0.0 and r["quantity"] == "pattern_srop[I] - pattern_srop[II]"
+    ]
+    assert len(diffs) == len(input_variation.LAYERS) + 1  # every layer and their mean
+    for r in diffs:
+        assert (r["mean"], r["low"], r["high"], r["verdict"]) == (0.0, 0.0, 0.0, "inconclusive")
+    # at w > 0 the cases train different models: there the differences are measurements
+    assert any(
+        by[(0, "I", 0.5, layer)]["pattern_srop"] != by[(0, "II", 0.5, layer)]["pattern_srop"]
+        for layer in input_variation.LAYERS
+    )
 
 
 def test_input_variation_end_to_end(tmp_path: Path) -> None:
@@ -132,7 +252,11 @@ def test_input_variation_end_to_end(tmp_path: Path) -> None:
         # w = 0: both cases see the very same digits and train the very same model
         for layer in layers:
             a, b = by[(s, "I", 0.0, layer)], by[(s, "II", 0.0, layer)]
-            assert (a["accuracy"], a["mixed_srop"]) == (b["accuracy"], b["mixed_srop"])
+            assert (a["accuracy"], a["mixed_srop"], a["pattern_srop"]) == (
+                b["accuracy"],
+                b["mixed_srop"],
+                b["pattern_srop"],
+            )
         # the same pattern bank in both cases: input spectra agree, only the labels differ
         assert float(by[(s, "I", 0.9, layers[0])]["input_srop"]) == pytest.approx(
             float(by[(s, "II", 0.9, layers[0])]["input_srop"]), abs=0.02

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -25,9 +24,9 @@ __all__ = [
     "RULE",
     "VERDICTS",
     "Timer",
-    "add_common_arguments",
     "benchmark_pool",
     "bootstrap_interval",
+    "command_line",
     "digit_data",
     "downscale_bank",
     "ds_means",
@@ -35,7 +34,6 @@ __all__ = [
     "imagenet_normalize",
     "layer_means",
     "load_images",
-    "parse_args",
     "read_csv",
     "save_reports",
     "seed_list",
@@ -45,6 +43,8 @@ __all__ = [
     "verdict",
     "write_csv",
 ]
+
+R = TypeVar("R")
 
 #: The verdicts of :func:`verdict`.
 VERDICTS: Final[tuple[str, ...]] = ("holds", "reversed", "inconclusive")
@@ -406,38 +406,68 @@ class Timer:
         return time.perf_counter() - self.start
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, training: bool) -> None:
-    """The options every experiment shares: seed and threads, plus data and training ones."""
-    if training:
-        parser.add_argument("--epochs", type=int, default=8)
-        parser.add_argument("--batch-size", type=int, default=64)
-        parser.add_argument("--data", choices=["digits", "mnist"], default="digits")
-        parser.add_argument("--data-dir", default="data", help="MNIST root (torchvision layout)")
-        parser.add_argument("--download", action="store_true", help="download MNIST if missing")
-        parser.add_argument(
-            "--max-train", type=int, default=None, help="keep this many train images"
-        )
-    parser.add_argument("--seed", type=int, default=0, help="first seed")
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        default=3,
-        help="number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them",
-    )
+def command_line(
+    run: Callable[..., R],
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    check: Callable[[Mapping[str, Any]], str | None] | None = None,
+) -> R:
+    """Parse ``argv`` into the arguments of an experiment's ``run`` and call it: the one way
+    the experiments build their command lines.
+
+    Every parameter of ``run`` is a flag, spelled with dashes (``max_train`` -> ``--max-train``),
+    its type read from the annotation by jsonargparse (``Literal`` -> choices, ``int | None``,
+    ``Path``), its default from the signature and its help from the ``Args:`` section of
+    ``run``'s docstring. A ``Sequence[X]`` takes one or more values (``--weights 0 0.5``), a
+    ``bool`` that defaults to ``False`` is a bare switch (``--download``). ``out_dir`` defaults
+    to ``runs/experiments/<the experiment's file name>``. One flag is the command line's own:
+    ``--threads N`` (torch intra-op threads; 0 = torch's default), applied before ``run``.
+    ``check`` gets the parsed arguments and returns an error message (or ``None``); errors
+    print the usage and exit with code 2, as argparse does.
+    """
+    import inspect
+    import typing
+
+    from docstring_parser import parse as parse_docstring
+    from jsonargparse import ArgumentParser
+
+    helps = {p.arg_name: p.description or "" for p in parse_docstring(run.__doc__ or "").params}
+    hints = typing.get_type_hints(run)
+    parser = ArgumentParser(description=description)
+    for name, param in inspect.signature(run).parameters.items():
+        hint = hints[name]
+        default = param.default
+        if name == "out_dir" and default is inspect.Parameter.empty:
+            default = Path("runs/experiments") / Path(inspect.getfile(run)).stem
+        if default is inspect.Parameter.empty:
+            raise TypeError(f"command_line: {run.__qualname__}({name}) needs a default")
+        flag = "--" + name.replace("_", "-")
+        help_text = helps.get(name, "")
+        if typing.get_origin(hint) in (Sequence, list, tuple):
+            (item,) = set(typing.get_args(hint)) - {Ellipsis}
+            parser.add_argument(flag, type=item, nargs="+", default=list(default), help=help_text)
+        elif hint is bool and default is False:
+            parser.add_argument(flag, action="store_true", help=help_text)
+        else:
+            parser.add_argument(flag, type=hint, default=default, help=help_text)
     parser.add_argument(
         "--threads",
         type=int,
         default=0,
-        help="torch intra-op threads (0 = torch's default); 1 is fastest for "
-        "these tiny models on a busy or small CPU",
+        help="torch intra-op threads (0 = torch's default); 1 is fastest for these tiny models "
+        "on a busy or small CPU",
     )
+    namespace = parser.parse_args(list(argv) if argv is not None else None)
+    arguments = {k: v for k, v in vars(namespace).items() if k != "threads"}
+    problem = _check_seeds(arguments) or (check(arguments) if check is not None else None)
+    if problem is not None:
+        parser.error(problem)
+    if namespace.threads > 0:
+        torch.set_num_threads(namespace.threads)
+    return run(**arguments)
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse ``argv`` and apply ``--threads``."""
-    args = parser.parse_args(argv)
-    if getattr(args, "seeds", 1) < 1:
-        parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    return args
+def _check_seeds(arguments: Mapping[str, Any]) -> str | None:
+    seeds = arguments.get("seeds", 1)
+    return f"--seeds must be >= 1, got {seeds}" if seeds < 1 else None

@@ -31,9 +31,8 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,10 @@ from recipes.experiments._common import (
     RULE,
     VERDICT_COLORS,
     Timer,
-    add_common_arguments,
     benchmark_pool,
+    command_line,
     imagenet_normalize,
     load_images,
-    parse_args,
     seed_list,
     summarize,
     write_csv,
@@ -260,7 +258,20 @@ def run(
     seeds: int = 3,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Measure both parts for every seed; write ``architecture_variation.csv`` (per seed),
-    ``architecture_variation_summary.csv`` (intervals, verdicts) and ``.png``."""
+    ``architecture_variation_summary.csv`` (intervals, verdicts) and ``.png``.
+
+    Args:
+        out_dir: folder for the CSVs and the PNG
+        image_dir: folder of images (recursive, e.g. ImageNet val); default: scikit-learn's
+            sample photos
+        num_images: images per seed
+        image_size: image (crop) size in pixels
+        models: torchvision archs of recipes.imagenet
+        weights: None (random, one init per seed) or DEFAULT / a torchvision weight name
+            (downloads once)
+        seed: first seed
+        seeds: number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them
+    """
     from recipes.imagenet import build_model
 
     timer = Timer()
@@ -416,47 +427,15 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--out-dir", type=Path, default=Path("runs/experiments/architecture_variation")
-    )
-    parser.add_argument(
-        "--image-dir",
-        default=None,
-        help="folder of images (recursive, e.g. ImageNet val); default: sklearn's sample photos",
-    )
-    parser.add_argument("--num-images", type=int, default=32)
-    parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument(
-        "--models",
-        nargs="+",
-        default=list(MODELS),
-        help=f"torchvision archs of recipes.imagenet (default: {' '.join(MODELS)})",
-    )
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="None (random, one init per seed) or DEFAULT / a torchvision weight name (download)",
-    )
-    add_common_arguments(parser, training=False)
-    args = parse_args(parser, argv)
+    """The command line: :func:`run`'s arguments as flags (``--help`` lists them)."""
+    return command_line(run, argv, description=__doc__.split("\n\n")[0], check=_check)
+
+
+def _check(arguments: Mapping[str, Any]) -> str | None:
     from recipes.imagenet import ARCHS
 
-    for arch in args.models:
-        if arch not in ARCHS:
-            parser.error(f"unknown model {arch!r}; valid choices: {', '.join(ARCHS)}")
-    return run(
-        args.out_dir,
-        image_dir=args.image_dir,
-        num_images=args.num_images,
-        image_size=args.image_size,
-        models=args.models,
-        weights=args.weights,
-        seed=args.seed,
-        seeds=args.seeds,
-    )
+    unknown = [arch for arch in arguments["models"] if arch not in ARCHS]
+    return f"unknown model {unknown[0]!r}; valid choices: {', '.join(ARCHS)}" if unknown else None
 
 
 if __name__ == "__main__":

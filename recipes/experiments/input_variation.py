@@ -19,18 +19,27 @@ The exact design (the paper does not publish its patterns; this is ours):
   differs.
 - **Training**: one :class:`recipes.mnist.SmallCNN` per (seed, case, w), the same initial
   weights for both cases (AdamW, ``--epochs``, seeded batches).
-- **Measuring**: the trained network is fed **the validation patterns alone** (the very gratings
-  that were mixed into the validation images, normalized the same way), and
-  :func:`lightning_srop.profile` gives each layer's mean SROP: ``pattern_srop``. Also recorded:
-  the same on the mixed validation images (``mixed_srop``), the mixed images' own SROP
-  (``input_srop``) and the validation accuracy on the mixed images.
+- **Measuring**: both cases are measured on **one pattern set, fixed per seed before any
+  training**: the gratings of the validation labels with phases drawn once from the seed
+  (:func:`measurement_patterns`), i.e. the very patterns of CASE I's validation images. Each
+  trained network is fed these patterns alone (normalized like the images) and
+  :func:`lightning_srop.profile` gives each layer's mean SROP: ``pattern_srop``. ``mixed_srop``
+  is the same on the mixed images ``w * pattern + (1 - w) * digit`` made from that one pattern
+  set and the validation digits, again the same images for both cases (each of them is a
+  possible input in either case: in CASE II any grating may come with any digit). So at
+  ``w = 0``, where both cases train the very same model on the same plain digits, every
+  difference is exactly 0. Also recorded per case: the validation accuracy and the mixed
+  images' own SROP (``input_srop``) on the case's own validation images (CASE I: the
+  measurement images themselves; CASE II: the same digits with random gratings), i.e. each
+  case's own task.
 
 The paper's claim: trained models keep the pattern's mean SROP low in CASE I (high accuracy)
 and high in CASE II (low accuracy). ``input_variation_summary.csv`` gives, per w and layer, the
 per-seed paired difference ``pattern_srop[I] - pattern_srop[II]`` (paper: < 0) and
 ``accuracy[I] - accuracy[II]`` (paper: > 0) as means over seeds with 95 % bootstrap intervals
 and verdicts (rule in the file's first line). At w = 0 the two cases train the very same model
-(the pattern is absent), so there only the patterns fed differ.
+on the same data and are measured on the same inputs, so every difference there is exactly 0
+(a check of the design, not a result).
 
 Run::
 
@@ -40,11 +49,10 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -53,19 +61,26 @@ from recipes.experiments._common import (
     RULE,
     VERDICT_COLORS,
     Timer,
-    add_common_arguments,
+    command_line,
     digit_data,
     ds_means,
     evaluate,
     layer_means,
-    parse_args,
     seed_list,
     summarize,
     train_model,
     write_csv,
 )
 
-__all__ = ["LAYERS", "grating_bank", "main", "mix", "pattern_index", "run"]
+__all__ = [
+    "LAYERS",
+    "grating_bank",
+    "main",
+    "measurement_patterns",
+    "mix",
+    "pattern_index",
+    "run",
+]
 
 LAYERS: tuple[str, ...] = (
     "features.conv1",
@@ -117,6 +132,14 @@ def mix(digits: Tensor, labels: Tensor, w: float, case: str, seed: int) -> tuple
     return w * pattern + (1.0 - w) * digits, pattern
 
 
+def measurement_patterns(labels: Tensor, size: int, seed: int) -> Tensor:
+    """The one pattern set both cases are measured on: grating ``labels[i]`` with a phase
+    drawn from ``seed``, as ``(N, 1, size, size)`` in [0, 1]. It equals the patterns that
+    :func:`mix` gives CASE I with the same ``seed``; it does not depend on the case, the
+    weight or the trained model, so it is fixed before training."""
+    return gratings(labels, size, torch.Generator().manual_seed(seed))
+
+
 def _normalize(x: Tensor) -> Tensor:
     return (x - 0.5) / 0.5
 
@@ -137,10 +160,13 @@ def _seed_rows(
     from recipes.mnist import SmallCNN
 
     rows: list[dict[str, Any]] = []
+    # one pattern set for every case and weight, fixed before any training
+    patterns = measurement_patterns(vy, vx.shape[-1], seed=seed + 2)
     for case in cases:
         for w in weights:
             train_x, _ = mix(tx, ty, w, case, seed=seed + 1)
-            val_x, val_pattern = mix(vx, vy, w, case, seed=seed + 2)
+            val_x, _ = mix(vx, vy, w, case, seed=seed + 2)  # the case's own task
+            measured_x = w * patterns + (1.0 - w) * vx  # the same images for every case
             examples.setdefault((case, w), val_x[:1])
             torch.manual_seed(seed)
             model = SmallCNN()
@@ -148,8 +174,8 @@ def _seed_rows(
                 model, _normalize(train_x), ty, epochs=epochs, batch_size=batch_size, seed=seed
             )
             accuracy = evaluate(model, _normalize(val_x), vy)
-            mixed = layer_means(model, _normalize(val_x), LAYERS)
-            pattern = layer_means(model, _normalize(val_pattern), LAYERS)
+            mixed = layer_means(model, _normalize(measured_x), LAYERS)
+            pattern = layer_means(model, _normalize(patterns), LAYERS)
             input_srop = ds_means(val_x, [1])[1]
             for depth, layer in enumerate(LAYERS):
                 rows.append(
@@ -208,10 +234,10 @@ def run(
     out_dir: Path,
     *,
     weights: Sequence[float] = (0.0, 0.25, 0.5, 0.75, 0.95),
-    cases: Sequence[str] = ("I", "II"),
+    cases: Sequence[Literal["I", "II"]] = ("I", "II"),
     epochs: int = 8,
     batch_size: int = 64,
-    data: str = "digits",
+    data: Literal["digits", "mnist"] = "digits",
     data_dir: str = "data",
     download: bool = False,
     max_train: int | None = None,
@@ -220,7 +246,22 @@ def run(
     seeds: int = 3,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train one model per (seed, case, w); write ``input_variation.csv`` (per seed, case, w and
-    layer), ``input_variation_summary.csv`` (intervals, verdicts) and ``.png``."""
+    layer), ``input_variation_summary.csv`` (intervals, verdicts) and ``.png``.
+
+    Args:
+        out_dir: folder for the CSVs and the PNG
+        weights: pattern weights w, each in [0, 1]
+        cases: I (the pattern is the label's) and/or II (the pattern is random)
+        epochs: training epochs per model
+        batch_size: training batch size
+        data: digits (scikit-learn's, offline) or mnist (torchvision)
+        data_dir: MNIST root (torchvision layout)
+        download: download MNIST if missing
+        max_train: keep this many train images
+        max_val: keep this many validation images
+        seed: first seed
+        seeds: number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them
+    """
     timer = Timer()
     rows: list[dict[str, Any]] = []
     examples: dict[tuple[str, float], Tensor] = {}
@@ -382,38 +423,13 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/experiments/input_variation"))
-    parser.add_argument(
-        "--weights",
-        type=float,
-        nargs="+",
-        default=[0.0, 0.25, 0.5, 0.75, 0.95],
-        help="pattern weights w",
-    )
-    parser.add_argument("--cases", nargs="+", default=["I", "II"], choices=list(CASES))
-    parser.add_argument("--max-val", type=int, default=None, help="keep this many val images")
-    add_common_arguments(parser, training=True)
-    args = parse_args(parser, argv)
-    for w in args.weights:
-        if not 0.0 <= w <= 1.0:
-            parser.error(f"--weights must lie in [0, 1], got {w}")
-    return run(
-        args.out_dir,
-        weights=args.weights,
-        cases=args.cases,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        data=args.data,
-        data_dir=args.data_dir,
-        download=args.download,
-        max_train=args.max_train,
-        max_val=args.max_val,
-        seed=args.seed,
-        seeds=args.seeds,
-    )
+    """The command line: :func:`run`'s arguments as flags (``--help`` lists them)."""
+    return command_line(run, argv, description=__doc__.split("\n\n")[0], check=_check)
+
+
+def _check(arguments: Mapping[str, Any]) -> str | None:
+    bad = [w for w in arguments["weights"] if not 0.0 <= w <= 1.0]
+    return f"--weights must lie in [0, 1], got {bad[0]}" if bad else None
 
 
 if __name__ == "__main__":

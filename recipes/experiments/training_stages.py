@@ -33,11 +33,10 @@ Run::
 
 from __future__ import annotations
 
-import argparse
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -49,13 +48,12 @@ from recipes.experiments._common import (
     RULE,
     VERDICT_COLORS,
     Timer,
-    add_common_arguments,
+    command_line,
     digit_data,
     ds_means,
     evaluate,
     imagenet_normalize,
     load_images,
-    parse_args,
     save_reports,
     seed_list,
     spearman,
@@ -268,7 +266,7 @@ def run(
     *,
     epochs: int = 8,
     batch_size: int = 64,
-    data: str = "digits",
+    data: Literal["digits", "mnist"] = "digits",
     data_dir: str = "data",
     download: bool = False,
     max_train: int | None = None,
@@ -284,7 +282,26 @@ def run(
     """Run every seed; write ``training_stages.csv`` (per seed, layer, condition and epoch),
     ``training_stages_summary.csv`` (per layer, with intervals and verdicts), the figures
     ``training_stages.png`` and ``training_stages_reports.png`` and the first seed's reports
-    (``training_stages_reports.json``); return ``(rows, summary rows)``."""
+    (``training_stages_reports.json``); return ``(rows, summary rows)``.
+
+    Args:
+        out_dir: folder for the CSVs, the PNGs and the reports
+        epochs: training epochs
+        batch_size: training batch size
+        data: digits (scikit-learn's, offline) or mnist (torchvision)
+        data_dir: MNIST root (torchvision layout)
+        download: download MNIST if missing
+        max_train: keep this many train images
+        num_profile: validation images profiled and scored at each stage
+        image_dir: ImageNet-style image folder: randomized vs pretrained torchvision model
+            instead
+        arch: torchvision arch (with image_dir)
+        weights: with image_dir: DEFAULT or a torchvision weight name (downloads once)
+        num_images: images (with image_dir)
+        image_size: crop size (with image_dir)
+        seed: first seed
+        seeds: number of seeds (seed, seed + 1, ...); intervals are bootstrapped over them
+    """
     timer = Timer()
     rows: list[dict[str, Any]] = []
     first: dict[str, SROPReport] = {}
@@ -483,53 +500,17 @@ def _cmap(i: int, n: int) -> tuple[float, float, float, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--out-dir", type=Path, default=Path("runs/experiments/training_stages"))
-    parser.add_argument(
-        "--num-profile",
-        type=int,
-        default=256,
-        help="validation images profiled and scored at each stage",
-    )
-    parser.add_argument(
-        "--image-dir",
-        default=None,
-        help="ImageNet-style image folder: randomized vs pretrained torchvision model instead",
-    )
-    parser.add_argument("--arch", default="resnet18", help="torchvision arch (with --image-dir)")
-    parser.add_argument(
-        "--weights",
-        default=None,
-        help="with --image-dir: DEFAULT or a torchvision weight name (downloads once)",
-    )
-    parser.add_argument("--num-images", type=int, default=32, help="images (with --image-dir)")
-    parser.add_argument("--image-size", type=int, default=128, help="crop size (--image-dir)")
-    add_common_arguments(parser, training=True)
-    args = parse_args(parser, argv)
-    if args.image_dir is not None:
-        from recipes.imagenet import ARCHS
+    """The command line: :func:`run`'s arguments as flags (``--help`` lists them)."""
+    return command_line(run, argv, description=__doc__.split("\n\n")[0], check=_check)
 
-        if args.arch not in ARCHS:
-            parser.error(f"unknown --arch {args.arch!r}; valid choices: {', '.join(ARCHS)}")
-    return run(
-        args.out_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        data=args.data,
-        data_dir=args.data_dir,
-        download=args.download,
-        max_train=args.max_train,
-        num_profile=args.num_profile,
-        image_dir=args.image_dir,
-        arch=args.arch,
-        weights=args.weights,
-        num_images=args.num_images,
-        image_size=args.image_size,
-        seed=args.seed,
-        seeds=args.seeds,
-    )
+
+def _check(arguments: Mapping[str, Any]) -> str | None:
+    if arguments["image_dir"] is None:
+        return None
+    from recipes.imagenet import ARCHS
+
+    arch = arguments["arch"]
+    return None if arch in ARCHS else f"unknown --arch {arch!r}; valid choices: {', '.join(ARCHS)}"
 
 
 if __name__ == "__main__":
