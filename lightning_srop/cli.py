@@ -1,28 +1,18 @@
 """The ``lightning-srop`` command line: profile a model, compare reports, export a run.
 
-Subcommands:
+``profile`` measures a torchvision model or a checkpointed LightningModule over an image
+folder, the bundled digits or a torchvision data set, on one device
+(:func:`~lightning_srop.profile.profile`) or through Lightning's ``Trainer.validate`` with an
+:class:`~lightning_srop.callback.SROPCallback` (several devices or nodes). ``compare`` draws
+saved reports and run directories on one figure; ``export`` writes a logged run's curves.
 
-- ``profile``: per-layer SROPs of a torchvision model (random or pretrained weights) or a
-  checkpointed LightningModule over an image folder, scikit-learn's bundled digits or a
-  torchvision data set. One device runs :func:`~lightning_srop.profile.profile`; several
-  devices or nodes run Lightning's ``Trainer.validate`` with an
-  :class:`~lightning_srop.callback.SROPCallback` (Lightning's strategies, no loop of our own).
-  Writes ``report.json``, ``report.csv`` and ``report.png``.
-- ``compare``: several saved reports (and run directories, read by
-  :func:`lightning_srop.runs.read_run`) on one figure, and their means side by side in a CSV.
-- ``export``: the SROP curves of a logged run (TensorBoard / CSV, read by
-  :mod:`lightning_srop.runs`) as CSV, JSON and a figure.
-
-The parser is jsonargparse's (as ``LightningCLI``'s): the flags come from the signatures of
-:class:`~lightning_srop.options.SROPOptions` and of the subcommands' argument classes
-(``Profile``, ``Compare``, ``Export``), their help from the docstrings, their choices from the
-``Literal`` types. Flags are spelled with dashes (``--roll-percent``); list-valued flags take
-several values (``--stats mean q75``), mapping-valued ones ``NAME=VALUE`` items
-(``--layout conv1=NHWC``), and boolean ones stand alone (``--keep-dc``).
-
-Bad arguments end with one line on stderr (``lightning-srop profile: error: ...``) and exit
-code 2; failures that are not the arguments' fault (a download that cannot happen) with one
-line and exit code 1.
+The parser is jsonargparse's (as ``LightningCLI``'s): flags, help and choices come from the
+signatures, docstrings and ``Literal`` types of :class:`~lightning_srop.options.SROPOptions`
+and of the subcommands' argument classes (:class:`Profile`, :class:`Compare`,
+:class:`Export`). Flags are dashed (``--roll-percent``); list flags take several values
+(``--stats mean q75``), mapping flags ``NAME=VALUE`` items (``--layout conv1=NHWC``), boolean
+flags stand alone (``--keep-dc``). Bad arguments end with one line on stderr and exit code 2;
+failures that are not the arguments' fault (a download) with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -44,8 +34,6 @@ from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Union
 
-from jsonargparse import ArgumentParser, DefaultHelpFormatter, Namespace
-from jsonargparse._typehints import ActionTypeHint  # the action of flags with a type hint
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -56,6 +44,7 @@ from lightning_srop.statistics import Statistic
 
 if TYPE_CHECKING:
     import torch
+    from jsonargparse import ArgumentParser, Namespace
     from torch import Tensor
 
 __all__ = ["PROG", "Compare", "Export", "Profile", "build_options", "build_parser", "main"]
@@ -232,36 +221,45 @@ writes <out>/srop.csv, <out>/srop.json and <out>/srop.png .
 # The parser: jsonargparse, with dashed flags, one-line errors and examples in the help
 
 
-class _Help(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """jsonargparse's help (types, defaults) with the examples' line breaks kept."""
+def _parser(**kwargs: Any) -> ArgumentParser:
+    """A jsonargparse ``ArgumentParser`` whose help keeps the examples' line breaks and whose
+    errors are one line (no usage block), exit code 2. (jsonargparse comes with the cli
+    extra, hence imported here.)"""
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
-    def _get_type_str(self, action: argparse.Action) -> str | None:
-        shown = super()._get_type_str(action)  # short ones: int, str | null; not the choices'
-        return shown if shown and len(shown) < 20 and "Literal" not in shown else None
+    class Help(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        def _get_type_str(self, action: argparse.Action) -> str | None:
+            shown = super()._get_type_str(action)  # short ones (int, str | null), no choices
+            return shown if shown and len(shown) < 20 and "Literal" not in shown else None
 
+    class Parser(ArgumentParser):
+        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+            parser = getattr(ex, "subcommand_parser", None) or self
+            named = re.search(r"\b(\w+)\.\w", message)  # "profile.data": a subcommand's key
+            commands = self._subcommands_action.choices if self._subcommands_action else {}
+            if named and named[1] in commands:
+                parser = commands[named[1]]
+                message = re.sub(rf"\b{named[1]}\.(\w+)", r'"\1"', message)
+            print(f"{parser.prog}: error: {_flagged(parser, message)}", file=sys.stderr)
+            raise SystemExit(2)
 
-class _Parser(ArgumentParser):
-    """jsonargparse's ``ArgumentParser`` whose errors are one line (no usage block), exit 2."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(formatter_class=_Help, **kwargs)
-
-    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        parser = getattr(ex, "subcommand_parser", None) or self
-        named = re.search(r"\b(\w+)\.\w", message)  # "profile.data": a subcommand's key
-        commands = self._subcommands_action.choices if self._subcommands_action else {}
-        if named and named[1] in commands:
-            parser = commands[named[1]]
-            message = re.sub(rf"\b{named[1]}\.(\w+)", r'"\1"', message)
-        print(f"{parser.prog}: error: {_flagged(parser, message)}", file=sys.stderr)
-        raise SystemExit(2)
+    return Parser(formatter_class=Help, **kwargs)
 
 
 def _choices(hint: Any) -> list[Any]:
     """The ``Literal`` values anywhere in a type hint (``Sequence[Literal[...]]`` too)."""
     if typing.get_origin(hint) is Literal:
         return list(typing.get_args(hint))
-    return [c for arg in typing.get_args(hint) for c in _choices(arg)]
+    return list(dict.fromkeys(c for arg in typing.get_args(hint) for c in _choices(arg)))
+
+
+def _expected(hint: Any) -> str:
+    """What a flag of type ``hint`` takes, in words: its choices, or its types and choices."""
+    members = [t for t in _members(hint) if t is not type(None)]
+    others = [getattr(t, "__name__", str(t)) for t in members if not _choices(t)]
+    if not others:
+        return ", ".join(map(str, _choices(hint)))
+    return " or ".join([*others, *map(repr, _choices(hint))])
 
 
 def _flagged(parser: argparse.ArgumentParser, message: str) -> str:
@@ -272,17 +270,10 @@ def _flagged(parser: argparse.ArgumentParser, message: str) -> str:
     if key and key[1] in flags:
         hint = next(getattr(a, "_typehint", None) for a in parser._actions if a.dest == key[1])
         got = re.search(r"Got value: (.*)", message) or re.search(r"Given value: (.*)", message)
-        value, choices = got[1] if got else "?", _choices(hint)
-        others = [
-            getattr(t, "__name__", str(t))
-            for t in _members(hint)
-            if t is not type(None) and not _choices(t)
-        ]
-        if choices and not others:
-            valid = ", ".join(map(str, choices))
-            return f"{flags[key[1]]}: invalid choice: {value!r} (choose from {valid})"
-        expected = " or ".join([*others, *map(repr, choices)])
-        return f"{flags[key[1]]}: invalid value {value!r}; expected {expected}"
+        value = got[1] if got else "?"
+        if all(_choices(t) for t in _members(hint) if t is not type(None)):
+            return f"{flags[key[1]]}: invalid choice: {value!r} (choose from {_expected(hint)})"
+        return f"{flags[key[1]]}: invalid value {value!r}; expected {_expected(hint)}"
     message = re.sub(r"""["'`](\w+)["'`]""", lambda m: flags.get(m[1], m[0]), message)
     return _one_line(message.removeprefix(f"{parser.prog}: "))
 
@@ -306,6 +297,8 @@ def _item_type(hint: Any) -> Any:
 def _cli_forms(parser: ArgumentParser) -> None:
     """Adapt the flags jsonargparse made from signatures to the command line's spelling:
     dashes, lone boolean flags, several values for list and mapping types, plain help."""
+    from jsonargparse._typehints import ActionTypeHint  # the action of typed flags
+
     for action in parser._actions:
         if not isinstance(action, ActionTypeHint):
             continue
@@ -322,14 +315,12 @@ def _cli_forms(parser: ArgumentParser) -> None:
             if action.default is not None:
                 default = action.default
                 action.default = [default] if isinstance(default, str) else list(default)
-            action.metavar = action.dest.upper() if not action.option_strings else None
-            action.metavar = action.metavar or ("NAME" if item is str else None)
+            action.metavar = action.dest.upper().removesuffix("S")
         for option in action.option_strings:
             parser._option_string_actions[option] = action
         help_text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", action.help or "")
-        choices = _choices(hint)
-        if choices and typing.get_origin(hint) is not Literal:
-            help_text += f" Choices: {', '.join(map(str, choices))}."
+        if _choices(hint) and typing.get_origin(hint) is not Literal:
+            help_text += f" Takes: {_expected(hint)}."
         action.help = help_text.replace("``", "")
 
 
@@ -357,7 +348,7 @@ def build_parser() -> ArgumentParser:
     subcommands."""
     from lightning_srop import __version__
 
-    parser = _Parser(
+    parser = _parser(
         prog=PROG,
         description="Spectral roll-off points (SROPs) of feature maps, per layer.",
         epilog="examples:\n" + _EXAMPLES[""],
@@ -366,7 +357,7 @@ def build_parser() -> ArgumentParser:
     commands = parser.add_subcommands(dest="command", metavar="COMMAND")
     for name, cls in (("profile", Profile), ("compare", Compare), ("export", Export)):
         description = inspect.getdoc(cls).split("\n", 1)[0]  # type: ignore[union-attr]
-        command = _Parser(description=description, epilog="examples:\n" + _EXAMPLES[name])
+        command = _parser(description=description, epilog="examples:\n" + _EXAMPLES[name])
         command.add_class_arguments(cls, as_group=False, as_positional=cls is not Profile)
         if cls is Profile:
             command.add_class_arguments(SROPOptions, skip={"owner"})
@@ -961,7 +952,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 1 when a run fails for a reason outside the arguments
         (one line on stderr). Bad arguments exit with code 2 through ``SystemExit``.
     """
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except ModuleNotFoundError as err:  # jsonargparse comes with the cli extra
+        print(f"{PROG}: error: {err}; pip install 'lightning-srop[cli]'", file=sys.stderr)
+        return 1
     cfg = parser.parse_args(argv)
     name: str = cfg.command
     command = parser._subcommands_action.choices[name]  # type: ignore[union-attr]
