@@ -235,11 +235,11 @@ def _parser(**kwargs: Any) -> ArgumentParser:
     class Parser(ArgumentParser):
         def error(self, message: str, ex: Exception | None = None) -> NoReturn:
             parser = getattr(ex, "subcommand_parser", None) or self
-            named = re.search(r"\b(\w+)\.\w", message)  # "profile.data": a subcommand's key
             commands = self._subcommands_action.choices if self._subcommands_action else {}
-            if named and named[1] in commands:
+            named = re.search(rf"\b({'|'.join(commands) or '-'})\.(\w+)\b", message)
+            if named:  # "profile.data": a subcommand's key, in a message of the main parser
                 parser = commands[named[1]]
-                message = re.sub(rf"\b{named[1]}\.(\w+)", r'"\1"', message)
+                message = re.sub(rf"\b{named[1]}\.(\w+)\b", r'"\1"', message)
             print(f"{parser.prog}: error: {_flagged(parser, message)}", file=sys.stderr)
             raise SystemExit(2)
 
@@ -274,7 +274,7 @@ def _flagged(parser: argparse.ArgumentParser, message: str) -> str:
         if all(_choices(t) for t in _members(hint) if t is not type(None)):
             return f"{flags[key[1]]}: invalid choice: {value!r} (choose from {_expected(hint)})"
         return f"{flags[key[1]]}: invalid value {value!r}; expected {_expected(hint)}"
-    message = re.sub(r"""["'`](\w+)["'`]""", lambda m: flags.get(m[1], m[0]), message)
+    message = re.sub(r"[`\"](\w+)[`\"]", lambda m: flags.get(m[1], m[0]), message)
     return _one_line(message.removeprefix(f"{parser.prog}: "))
 
 
@@ -307,6 +307,8 @@ def _cli_forms(parser: ArgumentParser) -> None:
         action.option_strings = [s.replace("_", "-") for s in action.option_strings]
         hint = action._typehint = _CLI_TYPES.get(action.dest, action._typehint)
         item = _item_type(hint)
+        if not action.option_strings:  # a positional argument: RUN
+            action.metavar = action.dest.upper()
         if hint is bool:
             action.nargs, action.const = "?", True
         elif item is not None:  # several values, each of the item type
@@ -319,7 +321,10 @@ def _cli_forms(parser: ArgumentParser) -> None:
         for option in action.option_strings:
             parser._option_string_actions[option] = action
         help_text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", action.help or "")
-        if _choices(hint) and typing.get_origin(hint) is not Literal:
+        many = len(_choices(hint)) > 5  # listed in the help, not in the usage line
+        if many and action.nargs is None:
+            action.metavar = action.dest.upper()
+        if _choices(hint) and (many or typing.get_origin(hint) is not Literal):
             help_text += f" Takes: {_expected(hint)}."
         action.help = help_text.replace("``", "")
 
