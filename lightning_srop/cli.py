@@ -337,7 +337,8 @@ def _plain(hint: Any, value: Any) -> Any:
     mapping = any(typing.get_origin(m) in (dict, Mapping) for m in _members(hint))
     if mapping and all("=" in v for v in value):
         return dict(v.rsplit("=", 1) for v in value)
-    if len(value) == 1 and (str in _members(hint) or _choices(_members(hint)[0])):
+    single = any(m is str or typing.get_origin(m) is Literal for m in _members(hint))
+    if len(value) == 1 and single:
         return value[0]
     return value
 

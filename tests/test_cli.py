@@ -158,10 +158,10 @@ def test_flags_build_one_validated_options_object() -> None:
     # one --layers value is a pattern, one --layout value the layout of every layer
     plain = parser.parse_args(["profile", "--model", "m", "--data", "d"])
     assert build_options(plain.profile, command) == SROPOptions(num_batches=None)
-    one = ["--layers", "conv\\d", "--layout", "NHWC", "--num-batches", "3"]
+    one = ["--layers", "conv\\d", "--layout", "NHWC", "--num-batches", "3", "--stats", "q95"]
     args = parser.parse_args(["profile", "--model", "m", "--data", "d", *one])
     assert build_options(args.profile, command) == SROPOptions(
-        layers="conv\\d", layout="NHWC", num_batches=3
+        layers="conv\\d", layout="NHWC", num_batches=3, stats=["q95"]
     )
 
 
