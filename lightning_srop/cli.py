@@ -1,25 +1,18 @@
 """The ``lightning-srop`` command line: profile a model, compare reports, export a run.
 
-Subcommands:
+``profile`` measures a torchvision model or a checkpointed LightningModule over an image
+folder, the bundled digits or a torchvision data set, on one device
+(:func:`~lightning_srop.profile.profile`) or through Lightning's ``Trainer.validate`` with an
+:class:`~lightning_srop.callback.SROPCallback` (several devices or nodes). ``compare`` draws
+saved reports and run directories on one figure; ``export`` writes a logged run's curves.
 
-- ``profile``: per-layer SROPs of a torchvision model (random or pretrained weights) or a
-  checkpointed LightningModule over an image folder, scikit-learn's bundled digits or a
-  torchvision data set. One device runs :func:`~lightning_srop.profile.profile`; several
-  devices or nodes run Lightning's ``Trainer.validate`` with an
-  :class:`~lightning_srop.callback.SROPCallback` (Lightning's strategies, no loop of our own).
-  Writes ``report.json``, ``report.csv`` and ``report.png``.
-- ``compare``: several saved reports (and run directories, read by
-  :func:`lightning_srop.runs.read_run`) on one figure, and their means side by side in a CSV.
-- ``export``: the SROP curves of a logged run (TensorBoard / CSV, read by
-  :mod:`lightning_srop.runs`) as CSV, JSON and a figure.
-
-The measurement flags (``--layers``, ``--roll-percent``, ``--unit``, ...) are generated from the
-fields of :class:`~lightning_srop.options.SROPOptions` by :func:`add_option_arguments`, so a new
-option is a new flag; they build one validated options object (:func:`build_options`).
-
-Bad arguments end with one line on stderr (``lightning-srop profile: error: ...``) and exit
-code 2; failures that are not the arguments' fault (a download that cannot happen) with one
-line and exit code 1.
+The parser is jsonargparse's (as ``LightningCLI``'s): flags, help and choices come from the
+signatures, docstrings and ``Literal`` types of :class:`~lightning_srop.options.SROPOptions`
+and of the subcommands' argument classes (:class:`Profile`, :class:`Compare`,
+:class:`Export`). Flags are dashed (``--roll-percent``); list flags take several values
+(``--stats mean q75``), mapping flags ``NAME=VALUE`` items (``--layout conv1=NHWC``), boolean
+flags stand alone (``--keep-dc``). Bad arguments end with one line on stderr and exit code 2;
+failures that are not the arguments' fault (a download) with one line and exit code 1.
 """
 
 from __future__ import annotations
@@ -34,65 +27,45 @@ import math
 import re
 import sys
 import time
-import types
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Union
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_srop.options import UNIT_CHOICES, SROPOptions
+from lightning_srop.options import SROPOptions, Unit
 from lightning_srop.report import SROPReport
-from lightning_srop.statistics import STATISTICS
+from lightning_srop.statistics import Statistic
 
 if TYPE_CHECKING:
     import torch
+    from jsonargparse import ArgumentParser, Namespace
     from torch import Tensor
 
-__all__ = ["PROG", "add_option_arguments", "build_options", "build_parser", "main"]
+__all__ = ["PROG", "Compare", "Export", "Profile", "build_options", "build_parser", "main"]
 
 #: The command's name (also the console script).
 PROG: Final[str] = "lightning-srop"
 
-#: SROPOptions fields that are not options (never a flag).
-_NOT_OPTIONS: Final[frozenset[str]] = frozenset({"owner"})
-
-#: Item choices of sequence-valued options whose type does not carry them.
-_ITEM_CHOICES: Final[Mapping[str, Sequence[str]]] = {"stats": STATISTICS}
-
-#: Help of options whose docstring speaks of Python values the command line cannot give.
-_CLI_HELP: Final[Mapping[str, str]] = {
-    "layers": "which layers: one regular expression over qualified layer names (re.search; "
-    "anchor with ^...$) or dotted module class path (torch.nn.Conv2d), or several exact layer "
-    "names and class paths; default: the model's spatial convolution and pooling layers.",
-    "num_batches": "batches measured per process: an integer, or all.",
-    "ndim": "auto detects 2-D (N, C, H, W) and 1-D (N, C, L) outputs; 1 or 2 forces it "
-    "(1 also takes 3-D outputs of any module, e.g. tokens).",
-    "stats": "statistics reported (JSON, CSV, table); any of: " + ", ".join(STATISTICS) + ".",
+#: Command-line forms of SROPOptions fields whose Python type says less than the command line
+#: can: ``--num-batches all`` (None), statistic names checked as choices.
+_CLI_TYPES: Final[dict[str, Any]] = {
+    "num_batches": int | Literal["all"],
+    "stats": Sequence[Statistic],
 }
-
-#: Words that mean ``None`` for optional numeric options (``--num-batches all``).
-_NONE_WORDS: Final[frozenset[str]] = frozenset({"none", "all", "auto"})
 
 #: ImageNet statistics (torchvision's pretrained models expect them).
 _IMAGENET_MEAN: Final[tuple[float, float, float]] = (0.485, 0.456, 0.406)
 _IMAGENET_STD: Final[tuple[float, float, float]] = (0.229, 0.224, 0.225)
-#: Mean and standard deviation of the bundled digits at 28 x 28 (all 1797 images).
 
 
 class _Failure(Exception):
     """A failure that is not the arguments' fault: one line on stderr, exit code 1."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line (no usage block), exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {_one_line(message)}\n")
 
 
 def _one_line(text: str) -> str:
@@ -100,206 +73,111 @@ def _one_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Options: flags generated from SROPOptions
+# The subcommands' arguments (their fields are the flags; SROPOptions' fields join profile's)
 
 
-def _field_help() -> dict[str, str]:
-    """The ``Args:`` entries of the ``SROPOptions`` docstring, markup removed."""
-    doc = inspect.cleandoc(SROPOptions.__doc__ or "")
-    section = doc.split("Args:", 1)[1] if "Args:" in doc else ""
-    section = re.split(r"\n\S", section, maxsplit=1)[0]  # up to the next section
-    helps: dict[str, str] = {}
-    name = ""
-    for line in section.splitlines():
-        match = re.match(r"^ {4}(\w+): (.*)$", line)
-        if match:
-            name = match.group(1)
-            helps[name] = match.group(2)
-        elif name and line.strip():
-            helps[name] += " " + line.strip()
-    for key, text in helps.items():
-        text = re.sub(r":\w+:`~?(?:[\w.]+\.)?([\w]+)`", r"\1", text)  # :class:`~a.b.C` -> C
-        helps[key] = text.replace("``", "")
-    return helps
-
-
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _optional_int(text: str) -> int | None:
-    if text.strip().lower() in _NONE_WORDS:
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer or one of {', '.join(sorted(_NONE_WORDS))}; got {text!r}"
-        ) from None
-
-
-def _union_args(hint: Any) -> tuple[Any, ...]:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return typing.get_args(hint)
-    return (hint,)
-
-
-def _is_str_sequence(hint: Any) -> bool:
-    return typing.get_origin(hint) in (Sequence, list, tuple) and typing.get_args(hint)[:1] == (
-        str,
-    )
-
-
-def _argument_for(name: str, hint: Any) -> dict[str, Any]:
-    """``add_argument`` keywords for an ``SROPOptions`` field of type ``hint``.
-
-    Raises:
-        TypeError: a field type without a command-line form (add one here).
-    """
-    members = [m for m in _union_args(hint) if m is not type(None)]
-    optional = len(members) < len(_union_args(hint))
-    literals = [m for m in members if typing.get_origin(m) is Literal]
-    if len(members) == 1 and literals:
-        return {"choices": typing.get_args(literals[0])}
-    if members == [bool]:
-        return {"action": argparse.BooleanOptionalAction}
-    if members == [int]:
-        return {"type": _optional_int if optional else int, "metavar": "INT"}
-    if members == [float]:
-        return {"type": float, "metavar": "FLOAT"}
-    if members == [str]:
-        return {"type": str, "metavar": "TEXT"}
-    if len(members) == 1 and _is_str_sequence(members[0]):
-        choices = _ITEM_CHOICES.get(name)
-        return {"nargs": "+", "choices": choices, "metavar": "NAME"}
-    if literals and any(typing.get_origin(m) in (Mapping, dict) for m in members):
-        # A choice, or {name: choice} given as NAME=CHOICE items.
-        values = ", ".join(typing.get_args(literals[0]))
-        return {"nargs": "+", "metavar": "CHOICE|NAME=CHOICE", "_choices_text": values}
-    if str in members and any(_is_str_sequence(m) for m in members):
-        # One pattern / class path, or several exact names.
-        return {"nargs": "+", "metavar": "NAME"}
-    raise TypeError(
-        f"{PROG}: SROPOptions.{name} has type {hint!r}, which has no command-line form yet; "
-        "teach lightning_srop.cli._argument_for about it."
-    )
-
-
-def _option_fields() -> list[tuple[str, Any, Any]]:
-    """``(name, type, default)`` of every ``SROPOptions`` option, in field order."""
-    hints = typing.get_type_hints(SROPOptions)
-    return [
-        (f.name, hints[f.name], f.default)
-        for f in dataclasses.fields(SROPOptions)
-        if f.name not in _NOT_OPTIONS
-    ]
-
-
-def _show(name: str, value: Any) -> str:
-    if value is None:
-        return {"num_batches": "all"}.get(name, "auto")
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, (tuple, list)):
-        return " ".join(map(str, value))
-    return str(value)
-
-
-def add_option_arguments(
-    parser: argparse.ArgumentParser, defaults: Mapping[str, Any] | None = None
-) -> None:
-    """Add one flag per :class:`~lightning_srop.options.SROPOptions` field to ``parser``.
-
-    Flags are the field names with dashes (``--roll-percent``); choices come from the fields'
-    ``Literal`` types, help from the class docstring. Unset flags are absent from the parsed
-    namespace, so :func:`build_options` applies the dataclass's (or ``defaults``') values.
+@dataclasses.dataclass
+class Profile:
+    """Measure per-layer SROPs of a model over data; write <out>/report.json, .csv and .png.
 
     Args:
-        parser: the parser (or subparser) to extend.
-        defaults: per-command defaults that differ from the dataclass's, shown in the help.
+        model: a torchvision model name (resnet18, vgg16, ...) or the class path of a
+            LightningModule / nn.Module (mypkg.models.MyNet).
+        data: an image folder (<dir>/<class>/<image>), 'digits' (scikit-learn's bundled
+            handwritten digits, 28 px) or a torchvision data set name (CIFAR10, MNIST, ...).
+        weights: torchvision weights: none (random, seeded by --seed), DEFAULT or a weight
+            name such as IMAGENET1K_V1.
+        checkpoint: a Lightning checkpoint for a LightningModule class path
+            (load_from_checkpoint).
+        data_dir: root of a torchvision data set.
+        download: download a torchvision data set if missing.
+        split: split of a torchvision data set (default: the test/validation split).
+        image_size: resize and center-crop images to this many pixels (default: 224; 28 for
+            digits).
+        batch_size: images per batch.
+        workers: DataLoader workers.
+        device: device of a one-device run: auto (cuda if available, else cpu), cpu, cuda:0.
+        autocast: run the forward passes under mixed precision (SROPs stay float32).
+        seed: seed of random weights.
+        devices: devices per node; more than 1 runs Lightning's Trainer.validate.
+        num_nodes: nodes of a Trainer run.
+        strategy: Lightning strategy of a distributed run (ddp, ddp_spawn, fsdp, ...); setting
+            one runs the Trainer even on one device.
+        accelerator: Lightning accelerator of a Trainer run: auto, cpu, gpu, ...
+        out: output folder.
+        label: the report's label (default: the model name).
     """
-    defaults = {} if defaults is None else defaults
-    helps = _field_help()
-    group = parser.add_argument_group(
-        "measurement options (lightning_srop.SROPOptions; unset ones keep their defaults)"
-    )
-    for name, hint, default in _option_fields():
-        kwargs = _argument_for(name, hint)
-        choices_text = kwargs.pop("_choices_text", None)
-        shown = defaults.get(name, default)
-        text = _CLI_HELP.get(name, helps.get(name, name)).replace("%", "%%")
-        if choices_text:
-            text += f" Choices: {choices_text}."
-        group.add_argument(
-            _flag(name),
-            dest=name,
-            default=argparse.SUPPRESS,
-            help=f"{text} (default: {_show(name, shown)})",
-            **kwargs,
-        )
+
+    model: str
+    data: str
+    weights: str = "none"
+    checkpoint: str | None = None
+    data_dir: str = "data"
+    download: bool = False
+    split: str | None = None
+    image_size: int | None = None
+    batch_size: int = 32
+    workers: int = 0
+    device: str = "auto"
+    autocast: Literal["bf16", "fp16"] | None = None
+    seed: int = 0
+    devices: int = 1
+    num_nodes: int = 1
+    strategy: str | None = None
+    accelerator: str = "auto"
+    out: str = "srop_profile"
+    label: str | None = None
 
 
-def _plain_value(name: str, hint: Any, value: Any) -> Any:
-    """A parsed flag value as the ``SROPOptions`` field takes it."""
-    members = [m for m in _union_args(hint) if m is not type(None)]
-    if not isinstance(value, list) or (len(members) == 1 and _is_str_sequence(members[0])):
-        return value
-    if any(typing.get_origin(m) in (Mapping, dict) for m in members):
-        if len(value) == 1 and "=" not in value[0]:
-            return value[0]
-        mapping: dict[str, str] = {}
-        for item in value:
-            key, sep, choice = item.rpartition("=")
-            if not sep or not key:
-                raise ValueError(
-                    f"expected `{name}` to be one choice or NAME=CHOICE items; got {item!r}."
-                )
-            mapping[key] = choice
-        return mapping
-    return value[0] if len(value) == 1 else list(value)
-
-
-def _flagged(message: str, owner: str) -> str:
-    """An options error in command-line words: no owner prefix, ```field``` as ``--field``."""
-    message = message.removeprefix(f"{owner}: ")
-    names = {name for name, _, _ in _option_fields()}
-    return re.sub(
-        r"`(\w+)`", lambda m: _flag(m.group(1)) if m.group(1) in names else m.group(0), message
-    )
-
-
-def build_options(
-    args: argparse.Namespace,
-    parser: argparse.ArgumentParser,
-    defaults: Mapping[str, Any] | None = None,
-) -> SROPOptions:
-    """One validated :class:`~lightning_srop.options.SROPOptions` from parsed flags.
-
-    Validation errors become ``parser.error`` (one line, exit code 2).
+@dataclasses.dataclass
+class Compare:
+    """Draw saved reports on one figure and write their means side by side.
 
     Args:
-        args: the parsed namespace (flags made by :func:`add_option_arguments`).
-        parser: reports errors.
-        defaults: per-command defaults for options not given.
-
-    Returns:
-        The options.
+        reports: report JSON files (written by profile), or run directories (their last
+            measured epoch).
+        labels: one label per report (default: each report's label, else its folder).
+        log: log-scale SROP axis.
+        unit: cycles per pixel of each layer's grid, or per input pixel.
+        title: figure title.
+        prefix: logging prefix of run directories.
+        out: output folder.
     """
-    values: dict[str, Any] = dict(defaults or {})
-    try:
-        for name, hint, _ in _option_fields():
-            if hasattr(args, name):
-                values[name] = _plain_value(name, hint, getattr(args, name))
-        return SROPOptions(**values, owner=parser.prog)
-    except (ValueError, TypeError) as err:
-        parser.error(_flagged(str(err), parser.prog))
+
+    reports: list[str]
+    labels: list[str] | None = None
+    log: bool = False
+    unit: Unit = "layer"
+    title: str | None = None
+    prefix: str = "srop"
+    out: str = "srop_compare"
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsers
+@dataclasses.dataclass
+class Export:
+    """Read the SROP scalars of a TensorBoard / CSV run and write them out.
 
-_PROFILE_EXAMPLES = """\
-examples:
+    Args:
+        run: a run directory (TensorBoard or CSV logs).
+        prefix: logging prefix of the SROP scalars.
+        statistic: statistic drawn over epochs.
+        out: output folder.
+    """
+
+    run: str
+    prefix: str = "srop"
+    statistic: Statistic = "mean"
+    out: str = "srop_export"
+
+
+_EXAMPLES: Final[dict[str, str]] = {
+    "": """\
+  lightning-srop profile --model resnet18 --data path/to/images --out srop_resnet18
+  lightning-srop compare a/report.json b/report.json --labels a b
+  lightning-srop export lightning_logs/version_0
+  lightning-srop profile --help
+""",
+    "profile": """\
   # a random-weight ResNet-18 on an image folder (<dir>/<class>/<image>), 224 px
   lightning-srop profile --model resnet18 --data path/to/val --num-batches 10
 
@@ -317,10 +195,8 @@ examples:
   lightning-srop profile --model resnet50 --data /data/imagenet/val --devices 8 --strategy ddp
 
 writes <out>/report.json, <out>/report.csv and <out>/report.png and prints the table.
-"""
-
-_COMPARE_EXAMPLES = """\
-examples:
+""",
+    "compare": """\
   # two saved reports, labelled, on a log axis
   lightning-srop compare random/report.json trained/report.json --labels random trained --log
 
@@ -328,10 +204,8 @@ examples:
   lightning-srop compare before/report.json lightning_logs/version_3 --unit input --out cmp
 
 writes <out>/compare.png and <out>/compare.csv (one row per layer, a column of means per label).
-"""
-
-_EXPORT_EXAMPLES = """\
-examples:
+""",
+    "export": """\
   # the SROP curves of a TensorBoard or CSV run as CSV, JSON and a figure
   lightning-srop export lightning_logs/version_0 --out srop_export
 
@@ -339,171 +213,167 @@ examples:
   lightning-srop export runs/mnist --prefix val_srop --statistic median
 
 writes <out>/srop.csv, <out>/srop.json and <out>/srop.png .
-"""
-
-_MAIN_EXAMPLES = """\
-examples:
-  lightning-srop profile --model resnet18 --data path/to/images --out srop_resnet18
-  lightning-srop compare a/report.json b/report.json --labels a b
-  lightning-srop export lightning_logs/version_0
-  lightning-srop profile --help
-"""
+""",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+# ---------------------------------------------------------------------------------------------
+# The parser: jsonargparse, with dashed flags, one-line errors and examples in the help
+
+
+def _parser(**kwargs: Any) -> ArgumentParser:
+    """A jsonargparse ``ArgumentParser`` whose help keeps the examples' line breaks and whose
+    errors are one line (no usage block), exit code 2. (jsonargparse comes with the cli
+    extra, hence imported here.)"""
+    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+
+    class Help(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        def _get_type_str(self, action: argparse.Action) -> str | None:
+            shown = super()._get_type_str(action)  # short ones (int, str | null), no choices
+            return shown if shown and len(shown) < 20 and "Literal" not in shown else None
+
+    class Parser(ArgumentParser):
+        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+            parser = getattr(ex, "subcommand_parser", None) or self
+            commands = self._subcommands_action.choices if self._subcommands_action else {}
+            named = re.search(rf"\b({'|'.join(commands) or '-'})\.(\w+)\b", message)
+            if named:  # "profile.data": a subcommand's key, in a message of the main parser
+                parser = commands[named[1]]
+                message = re.sub(rf"\b{named[1]}\.(\w+)\b", r'"\1"', message)
+            print(f"{parser.prog}: error: {_flagged(parser, message)}", file=sys.stderr)
+            raise SystemExit(2)
+
+    return Parser(formatter_class=Help, **kwargs)
+
+
+def _choices(hint: Any) -> list[Any]:
+    """The ``Literal`` values anywhere in a type hint (``Sequence[Literal[...]]`` too)."""
+    if typing.get_origin(hint) is Literal:
+        return list(typing.get_args(hint))
+    return list(dict.fromkeys(c for arg in typing.get_args(hint) for c in _choices(arg)))
+
+
+def _expected(hint: Any) -> str:
+    """What a flag of type ``hint`` takes, in words: its choices, or its types and choices."""
+    members = [t for t in _members(hint) if t is not type(None)]
+    others = [getattr(t, "__name__", str(t)) for t in members if not _choices(t)]
+    if not others:
+        return ", ".join(map(str, _choices(hint)))
+    return " or ".join([*others, *map(repr, _choices(hint))])
+
+
+def _flagged(parser: argparse.ArgumentParser, message: str) -> str:
+    """An error in command-line words, on one line: names of arguments as their flags, a
+    rejected value with the valid choices."""
+    flags = {a.dest: (a.option_strings or [str(a.metavar or a.dest)])[0] for a in parser._actions}
+    key = re.match(r'Parser key "(\w+)"', message)
+    if key and key[1] in flags:
+        hint = next(getattr(a, "_typehint", None) for a in parser._actions if a.dest == key[1])
+        got = re.search(r"Got value: (.*)", message) or re.search(r"Given value: (.*)", message)
+        value = got[1] if got else "?"
+        if all(_choices(t) for t in _members(hint) if t is not type(None)):
+            return f"{flags[key[1]]}: invalid choice: {value!r} (choose from {_expected(hint)})"
+        return f"{flags[key[1]]}: invalid value {value!r}; expected {_expected(hint)}"
+    message = re.sub(r"[`\"](\w+)[`\"]", lambda m: flags.get(m[1], m[0]), message)
+    return _one_line(message.removeprefix(f"{parser.prog}: "))
+
+
+def _members(hint: Any) -> tuple[Any, ...]:
+    return typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+
+
+def _item_type(hint: Any) -> Any:
+    """The type of one command-line value of a list- or mapping-valued type (``None`` for
+    other types): list items, or ``NAME=VALUE`` items of a mapping (and a plain value)."""
+    for member in _members(hint):
+        origin = typing.get_origin(member)
+        if origin in (list, Sequence):
+            return typing.get_args(member)[0]
+        if origin in (dict, Mapping):
+            return str
+    return None
+
+
+def _cli_forms(parser: ArgumentParser) -> None:
+    """Adapt the flags jsonargparse made from signatures to the command line's spelling:
+    dashes, lone boolean flags, several values for list and mapping types, plain help."""
+    from jsonargparse._typehints import ActionTypeHint  # the action of typed flags
+
+    for action in parser._actions:
+        if not isinstance(action, ActionTypeHint):
+            continue
+        for option in action.option_strings:
+            del parser._option_string_actions[option]
+        action.option_strings = [s.replace("_", "-") for s in action.option_strings]
+        hint = action._typehint = _CLI_TYPES.get(action.dest, action._typehint)
+        item = _item_type(hint)
+        if not action.option_strings:  # a positional argument: RUN
+            action.metavar = action.dest.upper()
+        if hint is bool:
+            action.nargs, action.const = "?", True
+        elif item is not None:  # several values, each of the item type
+            action.option_strings = [s for s in action.option_strings if not s.endswith("+")]
+            action.nargs, action._typehint = "+", item
+            if action.default is not None:
+                default = action.default
+                action.default = [default] if isinstance(default, str) else list(default)
+            action.metavar = action.dest.upper().removesuffix("S")
+        for option in action.option_strings:
+            parser._option_string_actions[option] = action
+        help_text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", action.help or "")
+        many = len(_choices(hint)) > 5  # listed in the help, not in the usage line
+        if many and action.nargs is None:
+            action.metavar = action.dest.upper()
+        if _choices(hint) and (many or typing.get_origin(hint) is not Literal):
+            help_text += f" Takes: {_expected(hint)}."
+        action.help = help_text.replace("``", "")
+
+
+def _plain(hint: Any, value: Any) -> Any:
+    """A parsed value as a field of type ``hint`` takes it: ``NAME=VALUE`` items as a mapping,
+    one value of a type that takes one as itself (``--layers 'conv\\d'`` is a pattern)."""
+    if not isinstance(value, list) or _item_type(hint) is None:
+        return value
+    mapping = any(typing.get_origin(m) in (dict, Mapping) for m in _members(hint))
+    if mapping and all("=" in v for v in value):
+        return dict(v.rsplit("=", 1) for v in value)
+    single = any(m is str or typing.get_origin(m) is Literal for m in _members(hint))
+    if len(value) == 1 and single:
+        return value[0]
+    return value
+
+
+def _fields(cls: type, args: Namespace) -> dict[str, Any]:
+    """The parsed values of the fields of ``cls`` (a dataclass) as the fields take them."""
+    hints = typing.get_type_hints(cls)
+    return {k: _plain(_CLI_TYPES.get(k, hints[k]), args[k]) for k in hints if k in args}
+
+
+def build_parser() -> ArgumentParser:
     """The ``lightning-srop`` parser with its ``profile``, ``compare`` and ``export``
     subcommands."""
-    formatter = argparse.RawDescriptionHelpFormatter
-    parser = _Parser(
-        prog=PROG,
-        description="Spectral roll-off points (SROPs) of feature maps, per layer.",
-        epilog=_MAIN_EXAMPLES,
-        formatter_class=formatter,
-    )
     from lightning_srop import __version__
 
+    parser = _parser(
+        prog=PROG,
+        description="Spectral roll-off points (SROPs) of feature maps, per layer.",
+        epilog="examples:\n" + _EXAMPLES[""],
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    prof = commands.add_parser(
-        "profile",
-        help="measure a model's SROPs over a data set; write JSON, CSV and a figure",
-        description=(
-            "Measure per-layer SROPs of a model over data and write <out>/report.json, "
-            "<out>/report.csv and <out>/report.png."
-        ),
-        epilog=_PROFILE_EXAMPLES,
-        formatter_class=formatter,
-    )
-    model = prof.add_argument_group("model")
-    model.add_argument(
-        "--model",
-        required=True,
-        help="a torchvision model name (resnet18, vgg16, ...) or the class path of a "
-        "LightningModule / nn.Module (mypkg.models.MyNet)",
-    )
-    model.add_argument(
-        "--weights",
-        default="none",
-        help="torchvision weights: none (random, seeded by --seed), DEFAULT or a weight name "
-        "such as IMAGENET1K_V1 (default: none)",
-    )
-    model.add_argument(
-        "--checkpoint",
-        help="a Lightning checkpoint for a LightningModule class path (load_from_checkpoint)",
-    )
-    data = prof.add_argument_group("data")
-    data.add_argument(
-        "--data",
-        required=True,
-        help="an image folder (<dir>/<class>/<image>), 'digits' (scikit-learn's bundled "
-        "handwritten digits, 28 px) or a torchvision data set name (CIFAR10, MNIST, ...)",
-    )
-    data.add_argument(
-        "--data-dir", default="data", help="root of a torchvision data set (default: data)"
-    )
-    data.add_argument(
-        "--download", action="store_true", help="download a torchvision data set if missing"
-    )
-    data.add_argument(
-        "--split",
-        help="split of a torchvision data set (default: the test/validation split)",
-    )
-    data.add_argument(
-        "--image-size",
-        type=int,
-        metavar="PX",
-        help="resize and center-crop images to PX x PX (default: 224; 28 for digits)",
-    )
-    data.add_argument("--batch-size", type=int, default=32, metavar="N", help="(default: 32)")
-    data.add_argument(
-        "--workers", type=int, default=0, metavar="N", help="DataLoader workers (default: 0)"
-    )
-    run = prof.add_argument_group("run")
-    run.add_argument(
-        "--device",
-        default="auto",
-        help="device of a one-device run: auto (cuda if available, else cpu), cpu, cuda:0, ... "
-        "(default: auto)",
-    )
-    run.add_argument(
-        "--autocast",
-        choices=("bf16", "fp16"),
-        help="run the forward passes under mixed precision (SROPs are computed in float32)",
-    )
-    run.add_argument("--seed", type=int, default=0, help="seed of random weights (default: 0)")
-    run.add_argument(
-        "--devices",
-        type=int,
-        default=1,
-        metavar="N",
-        help="devices per node; more than 1 runs Lightning's Trainer.validate (default: 1)",
-    )
-    run.add_argument("--num-nodes", type=int, default=1, metavar="M", help="nodes (default: 1)")
-    run.add_argument(
-        "--strategy",
-        help="Lightning strategy of a distributed run: ddp, ddp_spawn, fsdp, ... (default: "
-        "Lightning's choice); setting one runs the Trainer even on one device",
-    )
-    run.add_argument(
-        "--accelerator",
-        default="auto",
-        help="Lightning accelerator of a Trainer run: auto, cpu, gpu, ... (default: auto)",
-    )
-    run.add_argument("--out", default="srop_profile", help="output folder (default: srop_profile)")
-    run.add_argument("--label", help="the report's label (default: the model name)")
-    add_option_arguments(prof, defaults={"num_batches": None})
-    prof.set_defaults(handler=_profile_command, command_parser=prof)
-
-    comp = commands.add_parser(
-        "compare",
-        help="several reports (or run directories) on one figure and in one CSV",
-        description="Draw saved reports on one figure and write their means side by side.",
-        epilog=_COMPARE_EXAMPLES,
-        formatter_class=formatter,
-    )
-    comp.add_argument(
-        "reports",
-        nargs="+",
-        metavar="REPORT",
-        help="report JSON files (written by `profile`), or run directories (the last measured "
-        "epoch)",
-    )
-    comp.add_argument("--labels", nargs="+", metavar="LABEL", help="one label per report")
-    comp.add_argument("--log", action="store_true", help="log-scale SROP axis")
-    comp.add_argument(
-        "--unit",
-        choices=UNIT_CHOICES,
-        default="layer",
-        help="cycles per pixel of each layer's grid, or per input pixel (default: layer)",
-    )
-    comp.add_argument("--title", help="figure title")
-    comp.add_argument(
-        "--prefix", default="srop", help="logging prefix of run directories (default: srop)"
-    )
-    comp.add_argument("--out", default="srop_compare", help="output folder (default: srop_compare)")
-    comp.set_defaults(handler=_compare_command, command_parser=comp)
-
-    export = commands.add_parser(
-        "export",
-        help="a logged run's SROP curves as CSV, JSON and a figure",
-        description="Read the SROP scalars of a TensorBoard / CSV run and write them out.",
-        epilog=_EXPORT_EXAMPLES,
-        formatter_class=formatter,
-    )
-    export.add_argument("run", metavar="RUN", help="a run directory (TensorBoard or CSV logs)")
-    export.add_argument(
-        "--prefix", default="srop", help="logging prefix of the SROP scalars (default: srop)"
-    )
-    export.add_argument(
-        "--statistic",
-        choices=STATISTICS,
-        default="mean",
-        metavar="STAT",
-        help=f"statistic drawn over epochs: {', '.join(STATISTICS)} (default: mean)",
-    )
-    export.add_argument("--out", default="srop_export", help="output folder (default: srop_export)")
-    export.set_defaults(handler=_export_command, command_parser=export)
+    commands = parser.add_subcommands(dest="command", metavar="COMMAND")
+    for name, cls in (("profile", Profile), ("compare", Compare), ("export", Export)):
+        description = inspect.getdoc(cls).split("\n", 1)[0]  # type: ignore[union-attr]
+        command = _parser(description=description, epilog="examples:\n" + _EXAMPLES[name])
+        command.add_class_arguments(cls, as_group=False, as_positional=cls is not Profile)
+        if cls is Profile:
+            command.add_class_arguments(SROPOptions, skip={"owner"})
+            group = (command.groups or {})["SROPOptions"]
+            group.title = "measurement options (lightning_srop.SROPOptions)"
+            group.description = None
+            command.set_defaults(num_batches="all")
+        _cli_forms(command)
+        commands.add_subcommand(name, command, help=description)
+        command.prog = f"{PROG} {name}"
     return parser
 
 
@@ -523,7 +393,7 @@ def _import_object(path: str) -> Any:
         raise LookupError(f"module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def _class_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> nn.Module:
+def _class_model(args: Profile, parser: argparse.ArgumentParser) -> nn.Module:
     try:
         cls = _import_object(args.model)
     except LookupError as err:
@@ -550,7 +420,7 @@ def _class_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> n
     return cls.load_from_checkpoint(args.checkpoint, map_location="cpu")
 
 
-def _torchvision_model(args: argparse.Namespace, parser: argparse.ArgumentParser) -> nn.Module:
+def _torchvision_model(args: Profile, parser: argparse.ArgumentParser) -> nn.Module:
     import torch
     from torchvision import models
 
@@ -638,7 +508,7 @@ def _digits(size: int, channels: int) -> Dataset[Any]:
 
 
 def _torchvision_dataset(
-    name: str, args: argparse.Namespace, transform: Callable[[Any], Tensor]
+    name: str, args: Profile, transform: Callable[[Any], Tensor]
 ) -> Dataset[Any]:
     from torchvision import datasets
 
@@ -671,9 +541,7 @@ def _torchvision_dataset_names() -> list[str]:
     ]
 
 
-def _dataset(
-    args: argparse.Namespace, parser: argparse.ArgumentParser, channels: int
-) -> Dataset[Any]:
+def _dataset(args: Profile, parser: argparse.ArgumentParser, channels: int) -> Dataset[Any]:
     if args.image_size is not None and args.image_size < 1:
         parser.error(f"--image-size must be a positive number of pixels; got {args.image_size}.")
     if args.data == "digits":
@@ -735,7 +603,7 @@ def _profile_one_device(
     model: nn.Module,
     dataset: Dataset[Any],
     options: SROPOptions,
-    args: argparse.Namespace,
+    args: Profile,
     parser: argparse.ArgumentParser,
 ) -> tuple[SROPReport, int, str]:
     import torch
@@ -797,7 +665,7 @@ def _profile_trainer(
     model: nn.Module,
     dataset: Dataset[Any],
     options: SROPOptions,
-    args: argparse.Namespace,
+    args: Profile,
 ) -> tuple[SROPReport | None, int, str]:
     from lightning.pytorch import Trainer
 
@@ -811,11 +679,8 @@ def _profile_trainer(
     # The callback logs values already merged over processes (the same on each).
     warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs torch
-    option_values = {
-        f.name: getattr(options, f.name)
-        for f in dataclasses.fields(options)
-        if f.name not in _NOT_OPTIONS
-    }
+    option_values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    option_values.pop("owner")
     callback = SROPCallback(**option_values, log_histograms=False, log_figure=False)
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(args.autocast or "", "32-true")
     trainer = Trainer(
@@ -851,17 +716,16 @@ def _profile_trainer(
     return report, images, where
 
 
-def _profile_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _profile_command(args: Profile, options: SROPOptions, parser: ArgumentParser) -> int:
     start = time.perf_counter()
     for flag in ("batch_size", "devices", "num_nodes"):
         if getattr(args, flag) < 1:
-            parser.error(f"{_flag(flag)} must be >= 1; got {getattr(args, flag)}.")
+            parser.error(f"`{flag}` must be >= 1; got {getattr(args, flag)}.")
     if args.workers < 0:
-        parser.error(f"--workers must be >= 0; got {args.workers}.")
-    options = build_options(args, parser, defaults={"num_batches": None})
+        parser.error(f"`workers` must be >= 0; got {args.workers}.")
     trainer_run = args.devices > 1 or args.num_nodes > 1 or args.strategy is not None
     if trainer_run and args.device != "auto":
-        parser.error("--device is for one-device runs; a Trainer run takes --accelerator.")
+        parser.error("`device` is for one-device runs; a Trainer run takes `accelerator`.")
 
     import torch
 
@@ -873,7 +737,7 @@ def _profile_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     try:
         resolve_layers(model, options.layers, owner=parser.prog)
     except (ValueError, TypeError) as err:
-        parser.error(_flagged(str(err), parser.prog))
+        parser.error(str(err))
     channels = _input_channels(model) or 3
     dataset = _dataset(args, parser, channels)
     label = args.label or args.model.rpartition(".")[2]
@@ -907,16 +771,17 @@ def _profile_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
 
 
 # ---------------------------------------------------------------------------------------------
-# compare and export
+# compare and export; their CSV file and their table
 
 
-def _unique(labels: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out: list[str] = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-    return out
+def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
 
 
 def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -937,17 +802,17 @@ def _number(value: float, digits: int | None = None) -> str:
     return repr(float(value)) if digits is None else f"{value:.{digits}f}"
 
 
-def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    import csv
+def _unique(labels: Sequence[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out: list[str] = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
 
-    from lightning_srop.plots import compare, save_figure
-    from lightning_srop.report import aligned_names
 
-    if args.labels is not None and len(args.labels) != len(args.reports):
-        parser.error(
-            f"--labels: expected one label per report ({len(args.reports)}), got "
-            f"{len(args.labels)}."
-        )
+def _read_reports(args: Compare, parser: ArgumentParser) -> tuple[list[SROPReport], list[str]]:
+    """The reports to compare (files, or the last epoch of run directories), default labels."""
     reports: list[SROPReport] = []
     defaults: list[str] = []
     for source in args.reports:
@@ -958,7 +823,7 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             try:
                 found = read_run(path, prefix=args.prefix)
             except (ValueError, OSError) as err:
-                parser.error(_one_line(str(err)))
+                parser.error(str(err))
             if not found:
                 parser.error(f"{source!r}: no SROP scalars with prefix {args.prefix!r}.")
             report = found[-1]
@@ -968,30 +833,39 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
             try:
                 report = SROPReport.from_json(path)
             except (ValueError, KeyError, TypeError) as err:
-                parser.error(f"{source!r} is not a report JSON file ({_one_line(str(err))}).")
+                parser.error(f"{source!r} is not a report JSON file ({err}).")
             defaults.append(
                 report.label or (path.parent.name if path.stem == "report" else path.stem)
             )
         else:
             parser.error(f"{source!r}: no such report file or run directory.")
         reports.append(report)
+    return reports, defaults
+
+
+def _compare_command(args: Compare, parser: ArgumentParser) -> int:
+    from lightning_srop.plots import compare, save_figure
+    from lightning_srop.report import aligned_names
+
+    if args.labels is not None and len(args.labels) != len(args.reports):
+        parser.error(
+            f"`labels`: expected one label per report ({len(args.reports)}), got "
+            f"{len(args.labels)}."
+        )
+    reports, defaults = _read_reports(args, parser)
     labels = _unique(args.labels if args.labels is not None else defaults)
     try:
         figure = compare(reports, labels, log=args.log, unit=args.unit, title=args.title)
         columns = [r.values("mean", args.unit) for r in reports]
     except ValueError as err:
-        parser.error(_one_line(str(err)))
+        parser.error(str(err))
     names = aligned_names(reports)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     png = save_figure(figure, out / "compare.png")
-    rows = [[name, *(_number(c.get(name, math.nan)) for c in columns)] for name in names]
     header = ["layer", *labels]
-    csv_path = out / "compare.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
+    rows = [[name, *(_number(c.get(name, math.nan)) for c in columns)] for name in names]
+    csv_path = _write_csv(out / "compare.csv", header, rows)
     per = "input pixel" if args.unit == "input" else "pixel"
     print(f"mean SROP (cycles / {per})")
     shown = [[name, *(_number(c.get(name, math.nan), 4) for c in columns)] for name in names]
@@ -1000,7 +874,7 @@ def _compare_command(args: argparse.Namespace, parser: argparse.ArgumentParser) 
     return 0
 
 
-def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def _export_command(args: Export, parser: ArgumentParser) -> int:
     import json
 
     from lightning_srop.plots import plot_over_epochs, save_figure
@@ -1012,7 +886,7 @@ def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     try:
         reports = read_run(run, prefix=args.prefix)
     except (ValueError, OSError) as err:
-        parser.error(_one_line(str(err)))
+        parser.error(str(err))
     if not reports:
         parser.error(f"{args.run!r}: no SROP scalars with prefix {args.prefix!r}.")
     out = Path(args.out)
@@ -1026,7 +900,7 @@ def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
     try:
         figure = plot_over_epochs(reports, statistic=args.statistic)
     except ValueError as err:
-        parser.error(_one_line(str(err)))
+        parser.error(str(err))
     png = save_figure(figure, out / "srop.png")
 
     shown = reports[-6:]
@@ -1055,6 +929,25 @@ def _export_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 # Entry point
 
 
+def build_options(args: Namespace, parser: ArgumentParser) -> SROPOptions:
+    """One validated :class:`~lightning_srop.options.SROPOptions` from a subcommand's parsed
+    flags; a validation error becomes ``parser.error`` (one line naming the flag, exit 2).
+
+    Examples:
+        >>> parser = build_parser()
+        >>> args = parser.parse_args(["profile", "--model", "m", "--data", "d", "--unit", "input"])
+        >>> build_options(args.profile, parser)
+        SROPOptions(layers=None, num_batches=None, roll_percent=0.85, ..., unit='input', ...)
+    """
+    values = _fields(SROPOptions, args)
+    if values.get("num_batches") == "all":
+        values["num_batches"] = None
+    try:
+        return SROPOptions(**values, owner=parser.prog)
+    except (ValueError, TypeError) as err:
+        parser.error(str(err))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line (the ``lightning-srop`` console script).
 
@@ -1065,11 +958,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 1 when a run fails for a reason outside the arguments
         (one line on stderr). Bad arguments exit with code 2 through ``SystemExit``.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    command: argparse.ArgumentParser = args.command_parser
     try:
-        return int(args.handler(args, command))
+        parser = build_parser()
+    except ModuleNotFoundError as err:  # jsonargparse comes with the cli extra
+        print(f"{PROG}: error: {err}; pip install 'lightning-srop[cli]'", file=sys.stderr)
+        return 1
+    cfg = parser.parse_args(argv)
+    name: str = cfg.command
+    command = parser._subcommands_action.choices[name]  # type: ignore[union-attr]
+    args = cfg[name]
+    try:
+        if name == "profile":
+            options = build_options(args, command)
+            return _profile_command(Profile(**_fields(Profile, args)), options, command)
+        if name == "compare":
+            return _compare_command(Compare(**_fields(Compare, args)), command)
+        return _export_command(Export(**_fields(Export, args)), command)
     except _Failure as err:
         print(f"{command.prog}: error: {_one_line(str(err))}", file=sys.stderr)
         return 1

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tomllib
 import torch
+from jsonargparse import ArgumentParser
 from matplotlib.image import imread
 from PIL import Image
 from torch import nn
@@ -115,27 +116,33 @@ def test_console_script_declared_in_pyproject() -> None:
     assert getattr(__import__(module, fromlist=[name]), name) is main
 
 
+def _profile_parser() -> tuple[ArgumentParser, ArgumentParser]:
+    parser = build_parser()
+    assert parser._subcommands_action is not None
+    return parser, parser._subcommands_action.choices["profile"]
+
+
 def test_every_option_field_has_a_flag() -> None:
     """Flags come from SROPOptions' fields: a new option is a new flag."""
-    args = build_parser().parse_args(["profile", "--model", "m", "--data", "d"])
-    dests = {a.dest: a for a in args.command_parser._actions}
+    _, command = _profile_parser()
+    dests = {a.dest: a for a in command._actions}
     fields = [f.name for f in dataclasses.fields(SROPOptions) if f.name != "owner"]
     for name in fields:
         assert name in dests, name
         assert dests[name].option_strings[0] == "--" + name.replace("_", "-")
     from lightning_srop.options import UNIT_CHOICES
 
-    assert tuple(dests["unit"].choices) == UNIT_CHOICES  # choices from the Literal
+    # choices from the Literal
+    assert f"--unit {{{','.join(UNIT_CHOICES)}}}" in command.format_help()
 
 
 def test_flags_build_one_validated_options_object() -> None:
-    parser = build_parser()
+    parser, command = _profile_parser()
     flags = ["--unit", "input", "--roll-percent", "0.9", "--stats", "mean", "q75"]
     flags += ["--layers", "conv1", "maxpool", "--layout", "conv1=NHWC", "--keep-dc"]
     flags += ["--num-batches", "all", "--ndim", "2", "--num-bins", "64"]
     args = parser.parse_args(["profile", "--model", "m", "--data", "d", *flags])
-    command = args.command_parser
-    options = build_options(args, command)
+    options = build_options(args.profile, command)
     assert options == SROPOptions(
         layers=["conv1", "maxpool"],
         num_batches=None,
@@ -147,11 +154,15 @@ def test_flags_build_one_validated_options_object() -> None:
         stats=("mean", "q75"),
         num_bins=64,
     )
-    # unset flags keep the dataclass defaults (and the command's own default for num_batches)
-    plain = build_options(
-        parser.parse_args(["profile", "--model", "m", "--data", "d"]), command, {"num_batches": 3}
+    # unset flags keep the dataclass defaults, and profile's own default for num_batches (all);
+    # one --layers value is a pattern, one --layout value the layout of every layer
+    plain = parser.parse_args(["profile", "--model", "m", "--data", "d"])
+    assert build_options(plain.profile, command) == SROPOptions(num_batches=None)
+    one = ["--layers", "conv\\d", "--layout", "NHWC", "--num-batches", "3", "--stats", "q95"]
+    args = parser.parse_args(["profile", "--model", "m", "--data", "d", *one])
+    assert build_options(args.profile, command) == SROPOptions(
+        layers="conv\\d", layout="NHWC", num_batches=3, stats=["q95"]
     )
-    assert plain == SROPOptions(num_batches=3)
 
 
 # --------------------------------------------------------------------------------------------
