@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_srop.options import SROPOptions, Unit
-from lightning_srop.report import SROPReport
+from lightning_srop.report import SROPReport, format_table, write_csv
 from lightning_srop.statistics import Statistic
 
 if TYPE_CHECKING:
@@ -774,27 +774,6 @@ def _profile_command(args: Profile, options: SROPOptions, parser: ArgumentParser
 # compare and export; their CSV file and their table
 
 
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
-    import csv
-
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
-
-
-def _text_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in [header, *rows]
-    )
-
-
 def _number(value: float, digits: int | None = None) -> str:
     """A CSV cell (full precision) or, with ``digits``, a table cell; NaN as empty."""
     if math.isnan(value):
@@ -865,11 +844,12 @@ def _compare_command(args: Compare, parser: ArgumentParser) -> int:
     png = save_figure(figure, out / "compare.png")
     header = ["layer", *labels]
     rows = [[name, *(_number(c.get(name, math.nan)) for c in columns)] for name in names]
-    csv_path = _write_csv(out / "compare.csv", header, rows)
+    csv_path = out / "compare.csv"
+    write_csv(csv_path, rows, header)
     per = "input pixel" if args.unit == "input" else "pixel"
     print(f"mean SROP (cycles / {per})")
     shown = [[name, *(_number(c.get(name, math.nan), 4) for c in columns)] for name in names]
-    print(_text_table(header, shown))
+    print(format_table(shown, header))
     print(f"wrote {png}, {csv_path}")
     return 0
 
@@ -920,7 +900,7 @@ def _export_command(args: Export, parser: ArgumentParser) -> int:
         for name in names
     ]
     print(f"{args.statistic} SROP, last {len(shown)} of {len(reports)} measured epochs")
-    print(_text_table(header, table))
+    print(format_table(table, header))
     print(f"wrote {csv_path}, {json_path}, {png}")
     return 0
 
