@@ -538,7 +538,7 @@ class SROPEngine:
         if isinstance(output, (tuple, list)):
             sizes += int_sizes(output[1:])
         reading = read_layout(
-            f"layer {name!r} ({type(module).__name__})",
+            name,
             module,
             tensor,
             source=source,
@@ -580,7 +580,7 @@ class SROPEngine:
             return
         reading = self._reading(name, module, tensor, source, args, kwargs, output)
         if isinstance(reading, Refusal):
-            self._skip(name, reading.reason, quiet=reading.quiet)
+            self._skip(name, reading.reason)
             return
         self.evidence.note(tensor, reading)
         if tensor.shape[0] == 0:

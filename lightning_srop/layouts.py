@@ -90,7 +90,6 @@ FEATURES_LAST_TYPES: Final[tuple[type[nn.Module], ...]] = (
 MAX_PREFIX_TOKENS: Final[int] = 16
 
 _ONE_D = ("NCL", "NLC")
-_TWO_D = ("NCHW", "NHWC", "tokens")
 
 
 @dataclass(frozen=True)
@@ -151,12 +150,11 @@ class Refusal:
 
     Attributes:
         reason: the message (names the layer, what came, what to pass).
-        quiet: recorded in the report's ``skipped`` but not announced (default choices).
-        final: the decision cannot change with more evidence (cached for good).
+        final: the decision cannot change with more evidence (cached for good); otherwise it
+            is decided again once the forward passes have shown more.
     """
 
     reason: str
-    quiet: bool = False
     final: bool = True
 
 
@@ -383,7 +381,7 @@ def _attention_like(tensor: Tensor, evidence: Evidence, sizes: Sequence[tuple[in
 
 
 def read_layout(
-    where: str,
+    name: str,
     module: nn.Module,
     tensor: Tensor,
     *,
@@ -400,7 +398,7 @@ def read_layout(
     """Decide how ``tensor`` (the output of ``module``, named in ``where``) is read.
 
     Args:
-        where: the layer, for messages (``"layer 'blocks.0' (Block)"``).
+        name: the layer's name, for messages.
         module: the module that returned it.
         tensor: the output tensor (already unwrapped, see :func:`unwrap_output`).
         source: where ``tensor`` lies in the output.
@@ -415,12 +413,13 @@ def read_layout(
     Returns:
         A :class:`Reading`, or a :class:`Refusal` whose reason names the option to pass.
     """
+    where = f"layer {name!r} ({type(module).__name__})"
     dims = tensor.dim()
     shape = tuple(int(s) for s in tensor.shape)
-    hint_4d = "pass `layout='NCHW'` or `'NHWC'` for this layer (e.g. layout={name: 'NHWC'})"
+    hint_4d = f"pass `layout={{{name!r}: 'NCHW'}}` or `'NHWC'`"
     hint_3d = (
-        "pass `layout='tokens'` (with `grid=(h, w)` and `prefix_tokens=`), `'NCL'` or "
-        "`'NLC'` for this layer"
+        f"pass `layout={{{name!r}: 'tokens'}}` with `grid=(h, w)` and `prefix_tokens=`, or "
+        "`'NCL'` or `'NLC'`"
     )
     if dims not in (3, 4):
         expected = {None: "(N, C, H, W), (N, C, L) or tokens (N, L, D)", 1: "(N, C, L)"}
@@ -530,8 +529,7 @@ def _auto(
     if evidence.batch is not None and shape[0] != evidence.batch:
         return Refusal(
             f"{where} returned {shape}, whose first dim is not the batch ({evidence.batch} "
-            "samples): not per-sample maps (windows, heads or a table?)",
-            final=True,
+            "samples): not per-sample maps (windows, heads or a table?)"
         )
     last = shape[-1]
     if dims == 4:

@@ -192,7 +192,7 @@ def test_skipped_outputs_give_one_notice_per_layer() -> None:
     assert len(messages) == 3, messages
     assert any(
         "'tokens' (Linear) returned a 3-D tensor of shape (2, 3, 8)" in m
-        and "layout='tokens'" in m
+        and "layout={'tokens': 'tokens'}" in m
         and "grid=(h, w)" in m
         for m in messages
     )
