@@ -134,7 +134,7 @@ def vit_config(**extra: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize(
     ("family", "prefix"),
-    [("vit", 1), ("deit_distilled", 2), ("registers", 5)],
+    [("vit", 1), ("deit_distilled", 2), ("registers", 5), ("beit", 1), ("data2vec", 1)],
 )
 def test_vit_family_blocks_read_over_the_patch_grid(family: str, prefix: int) -> None:
     torch.manual_seed(0)
@@ -144,14 +144,20 @@ def test_vit_family_blocks_read_over_the_patch_grid(family: str, prefix: int) ->
         model = timm.create_model(
             "deit_tiny_distilled_patch16_224", img_size=32, patch_size=4, depth=2
         )
-    else:
+    elif family == "registers":
         config = transformers.Dinov2WithRegistersConfig(**vit_config(num_register_tokens=4))
         model = transformers.Dinov2WithRegistersModel(config)
+    elif family == "beit":
+        model = transformers.BeitModel(transformers.BeitConfig(**vit_config()))
+    else:  # its blocks return tuples: the hidden state first
+        config = transformers.Data2VecVisionConfig(**vit_config())
+        model = transformers.Data2VecVisionModel(config)
     blocks = [n for n, _ in resolve_layers(model) if n != _patch_conv(model)]
     assert len(blocks) == 2  # every transformer block is in the default choice
-    expected = {name: tokens((8, 8), prefix) for name in blocks}
+    first = family == "data2vec"
+    expected = {name: tokens((8, 8), prefix, first=first) for name in blocks}
     expected[_patch_conv(model)] = plain
-    with pytest.warns(SROPWarning, match=rf"as tokens on 8x8 \(\+{prefix} prefix\)"):
+    with pytest.warns(SROPWarning, match=rf"tokens on 8x8 \(\+{prefix} prefix\)"):
         report = measure(model, [torch.randn(2, 3, 32, 32)], expected)
     assert report.names == [_patch_conv(model), *blocks]  # forward order
     for name in blocks:
