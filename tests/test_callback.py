@@ -615,7 +615,7 @@ def test_pytorch_lightning_trainer_accepts_the_callback(tmp_path: Path) -> None:
         (
             {"layout": "NWHC"},
             ValueError,
-            r"`layout` to be one of 'auto', 'NCHW', 'NHWC'; got 'NWHC'",
+            r"`layout` to be one of 'auto', 'NCHW', 'NHWC', 'NCL', 'NLC', 'tokens'; got 'NWHC'",
         ),
         ({"layout": {"a": "HW"}}, ValueError, r"`layout\['a'\]` to be one of 'auto', 'NCHW'"),
         ({"layers": []}, TypeError, r"`layers` to be a non-empty list"),
