@@ -260,10 +260,17 @@ class SROPCallback(Callback):
     @property
     def history(self) -> dict[str, list[tuple[int, float]]]:
         """Layer -> ``(epoch, mean SROP)`` of every measured epoch so far, in forward order."""
+        return self.history_of("mean")
+
+    def history_of(self, statistic: str) -> dict[str, list[tuple[int, float]]]:
+        """Layer -> ``(epoch, value)`` of a logged ``statistic`` (or ``"mean"``, or ``"change"``
+        with ``baseline=True``) in every measured epoch so far, in forward order; layers
+        without it are left out."""
         curves: dict[str, list[tuple[int, float]]] = {}
         for entry in self._history:
             for name, values in entry["values"].items():
-                curves.setdefault(name, []).append((int(entry["epoch"]), values["mean"]))
+                if statistic in values:
+                    curves.setdefault(name, []).append((int(entry["epoch"]), values[statistic]))
         return curves
 
     @property
@@ -585,9 +592,9 @@ class SROPCallback(Callback):
                     on_step=False,
                     on_epoch=True,
                     sync_dist=False,  # already merged: the same values on every process
-                    # ordered tags: the callback writes the loggers' scalars itself (below);
-                    # no logger: one notice (setup), not one per key
-                    logger=to_loggers and not self.ordered_tags,
+                    # the callback writes the loggers' scalars itself (`_log_views`): every
+                    # layer its own TensorBoard run, flat keys elsewhere
+                    logger=False,
                     prog_bar=False,
                     add_dataloader_idx=False,
                 )
@@ -612,81 +619,84 @@ class SROPCallback(Callback):
             values[name] = {"mean": float(report[name].stats["mean"]), **stats}
         self._history.append({"epoch": report.epoch, "step": report.step, "values": values})
 
-    def _labels(self, names: Sequence[str]) -> dict[str, str]:
-        """Layer -> its component in logger tags: ``{NN}-{layer}`` with ``ordered_tags``.
+    def _labels(self, names: Sequence[str], indexed: bool | None = None) -> dict[str, str]:
+        """Layer -> its component in logger tags: ``{NN}-{layer}`` with ``ordered_tags`` (or
+        ``indexed=True``: the names of TensorBoard's layer runs).
 
         A layer keeps its index for the whole run (checkpointed); layers are numbered in
         forward order as first seen, so a layer that only appears later comes last.
         """
         for name in names:
             self._tag_index.setdefault(name, len(self._tag_index))
-        if not self.ordered_tags:
+        if not (self.ordered_tags if indexed is None else indexed):
             return {name: name for name in names}
         width = max(2, len(str(len(self._tag_index) - 1)))
         return {name: f"{self._tag_index[name]:0{width}d}-{name}" for name in names}
 
     def _log_views(self, trainer: Trainer, reports: Sequence[LayerReport]) -> None:
-        """Scalars under ordered tags, the TensorBoard layout and the W&B charts (rank zero)."""
+        """The loggers' scalars and the W&B charts (rank zero): in TensorBoard every layer is a
+        run of its own (one chart per statistic, a line per layer), other loggers get flat
+        keys."""
         from lightning_srop.loggers import (
             define_wandb_metrics,
             layer_tag,
-            log_layout,
+            log_layer_runs,
             log_scalars,
             log_wandb_charts,
         )
 
         step = logger_step(trainer)
-        labels = self._labels([r.name for r in reports])
+        names = [r.name for r in reports]
+        runs = self._labels(names, indexed=True)
+        labels = self._labels(names)
         scalars = self._scalars(reports)
-        if self.ordered_tags:
-            log_scalars(
-                trainer.loggers,
-                {labels[name]: values for name, values in scalars.items()},
-                step=step,
-                epoch=trainer.current_epoch,
-                prefix=self.prefix,
-            )
-        # One chart per statistic, every layer (forward order) a line.
-        charts: dict[str, list[str]] = {}
-        for name, values in scalars.items():
-            for stat in values:
-                charts.setdefault(stat, []).append(name)
-        stats = tuple(charts)
+        epoch = trainer.current_epoch
+        others = log_layer_runs(
+            trainer.loggers,
+            {runs[name]: values for name, values in scalars.items()},
+            step=step,
+            epoch=epoch,
+            prefix=self.prefix,
+        )
+        log_scalars(
+            others,
+            {labels[name]: values for name, values in scalars.items()},
+            step=step,
+            epoch=epoch,
+            prefix=self.prefix,
+        )
+        # W&B: one chart per statistic, every layer (forward order) a line.
+        stats = tuple(dict.fromkeys(stat for values in scalars.values() for stat in values))
         if (
             self._layout is None
-            or not set(labels) <= set(self._layout[0])
+            or not set(names) <= set(self._layout[0])
             or stats != self._layout[1]
         ):
-            # The first measured epoch, or layers/statistics that are not in the layout yet.
-            names = sorted(
-                {*(self._layout[0] if self._layout else ()), *labels},
+            # The first measured epoch, or layers/statistics that are not declared yet.
+            every = sorted(
+                {*(self._layout[0] if self._layout else ()), *names},
                 key=lambda name: self._tag_index[name],
             )
-            every = self._labels(names)
-            log_layout(
-                trainer.loggers,
-                {stat: [every[name] for name in names] for stat in stats},
-                prefix=self.prefix,
-            )
+            labelled = self._labels(every)
             define_wandb_metrics(
-                trainer.loggers,
+                others,
                 [
-                    layer_tag(None, self.prefix, every[name], stat)
+                    layer_tag(None, self.prefix, labelled[name], stat)
                     for stat in stats
-                    for name in names
+                    for name in every
                 ],
             )
-            self._layout = (tuple(names), stats)
+            self._layout = (tuple(every), stats)
         curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
         for entry in self._history:
             for name, values in entry["values"].items():
                 label = self._labels([name])[name]
                 for stat, value in values.items():
-                    if stat in charts:
+                    if stat in stats:
                         curves.setdefault(stat, {}).setdefault(label, []).append(
                             (int(entry["epoch"] or 0), value)
                         )
-        log_wandb_charts(trainer.loggers, curves, step=step, prefix=self.prefix)
+        log_wandb_charts(others, curves, step=step, prefix=self.prefix)
 
     def _save_report(self, trainer: Trainer, report: SROPReport) -> Path:
         directory = Path(trainer.log_dir or trainer.default_root_dir) / f"{self.prefix}_reports"
@@ -721,6 +731,7 @@ class SROPCallback(Callback):
                     prefix=self.prefix,
                     labels=self._labels([r.name for r in reports]),
                     max_bins=self.histogram_bins,
+                    runs=self._labels([r.name for r in reports], indexed=True),
                 )
         if not self.log_figure:
             return
@@ -733,6 +744,7 @@ class SROPCallback(Callback):
         if not image_loggers:
             return  # no logger could show the figure: do not draw it
         from lightning_srop.plots import (  # imports without matplotlib
+            plot_heatmap,
             plot_layer_profile,
             plot_srop_over_epochs,
             short_names,
@@ -751,6 +763,14 @@ class SROPCallback(Callback):
                 shown, unit=unit, title=f"mean SROP per layer, up to epoch {epoch}", compact=True
             )
             log_figure(image_loggers, figure, tag=f"{self.prefix}/over_epochs", step=step)
+            changes = self.history_of(CHANGE)
+            if changes:
+                figure = plot_heatmap(
+                    dict(zip(short_names(list(changes)), changes.values(), strict=True)),
+                    title=f"SROP change since init, epoch {epoch}",
+                    compact=True,
+                )
+                log_figure(image_loggers, figure, tag=f"{self.prefix}/change_heatmap", step=step)
         except ModuleNotFoundError as err:
             missing = (err.name or "").partition(".")[0]
             if missing not in ("matplotlib", "PIL"):  # optional dependencies of figures only
@@ -771,6 +791,10 @@ class SROPCallback(Callback):
     @override
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._release()
+        if trainer.is_global_zero:
+            from lightning_srop.loggers import close_layer_runs
+
+            close_layer_runs(trainer.loggers)
 
     # ------------------------------------------------------------------ checkpointing
     @override

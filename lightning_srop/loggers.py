@@ -54,8 +54,16 @@ that has a ``run_id``) takes figures, written with the client's ``log_figure`` a
 ``{tag}/step_{step}.png``; it has no histograms. Loggers with neither (``CSVLogger``, Comet,
 Neptune, ...) are returned by name so that the caller can say so once.
 
-**Views.** :func:`log_scalars` writes SROP scalars under tags chosen by the caller (the callback
-puts a depth index in front of each layer name so that tags sort in forward order),
+**Views.** TensorBoard colours and names *runs*, and draws one card per tag with one line per
+run. So :func:`log_layer_runs` makes every layer a run of its own,
+``{log_dir}/{prefix}/{NN}-{layer}`` (a sub-folder of the logger's version folder; the depth
+index ``NN`` sorts the runs, hence their legend, in forward order), holding the scalars
+``{prefix}/{statistic}``: one chart per statistic, every layer its own coloured, named line.
+With ``runs=``, :func:`log_histograms` writes each layer's TensorBoard histograms into the same
+run (``{prefix}_histograms/per_map``, ``{prefix}_histograms/per_sample_mean``, the layer's
+colour). :func:`close_layer_runs` closes those writers. Other loggers keep flat keys:
+:func:`log_scalars` writes ``{prefix}/{label}/{statistic}`` under labels chosen by the caller
+(a depth index in front of each layer name sorts them in forward order),
 :func:`log_layout` a TensorBoard custom-scalars layout (one multiline chart per statistic),
 :func:`define_wandb_metrics` and :func:`log_wandb_charts` the W&B counterparts (epoch as the
 x-axis, one ``line_series`` chart per statistic). Every tag is joined with the logger's
@@ -65,14 +73,16 @@ x-axis, one ``line_series`` chart per statistic). Every tag is joined with the l
 from __future__ import annotations
 
 import math
+import os
 import re
 import sys
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import numpy as np
 
-from lightning_srop.report import PER_SAMPLE_SUFFIX, LayerReport
+from lightning_srop.report import HISTOGRAMS_GROUP, PER_MAP_TAG, PER_SAMPLE_SUFFIX, LayerReport
 
 if TYPE_CHECKING:
     from lightning.fabric.loggers.logger import Logger
@@ -83,12 +93,14 @@ __all__ = [
     "OUTPUTS",
     "WANDB_MAX_BINS",
     "LoggerSplit",
+    "close_layer_runs",
     "define_wandb_metrics",
     "display_bins",
     "group_separator",
     "layer_tag",
     "log_figure",
     "log_histograms",
+    "log_layer_runs",
     "log_layout",
     "log_scalars",
     "log_wandb_charts",
@@ -524,6 +536,7 @@ def log_histograms(
     prefix: str = "srop",
     labels: Mapping[str, str] | None = None,
     max_bins: int | None = None,
+    runs: Mapping[str, str] | None = None,
 ) -> list[str]:
     """Write one SROP histogram per layer to every logger that supports histograms.
 
@@ -545,6 +558,10 @@ def log_histograms(
         max_bins: ``None`` writes the measured bins (empty outer bins trimmed); an int
             re-bins each histogram for display with :func:`display_bins` (what the callback
             does, with ``histogram_bins``).
+        runs: layer name -> its TensorBoard run label (``{NN}-{layer}``, see
+            :func:`log_layer_runs`): TensorBoard histograms go into the layer's own run as
+            ``{prefix}_histograms/per_map`` and ``{prefix}_histograms/per_sample_mean``. W&B
+            keeps the tags above.
 
     Returns:
         The class names (each once, in order) of the loggers that have no histogram support,
@@ -570,14 +587,27 @@ def log_histograms(
             _unsupported_name(logger, unsupported)
             continue
         histograms = [
-            (layer_tag(logger, prefix, names.get(report.name, report.name), *rest), c, e, st)
+            (
+                report.name,
+                rest,
+                layer_tag(logger, prefix, names.get(report.name, report.name), *rest),
+                c,
+                e,
+                st,
+            )
             for report, parts in binned
             for rest, c, e, st in parts
         ]
         if kind == "tensorboard":
-            for tag, counts, edges, stats in histograms:
+            for name, rest, tag, counts, edges, stats in histograms:
+                writer = experiment
+                if runs is not None:
+                    writer = _layer_writer(experiment, prefix, runs[name])
+                    tag = group_separator(logger).join(
+                        (prefix + HISTOGRAMS_GROUP, *(rest or (PER_MAP_TAG,)))
+                    )
                 total, total_sq = _sums(counts, edges, stats)
-                experiment.add_histogram_raw(
+                writer.add_histogram_raw(
                     _with_logger_prefix(logger, tag),
                     min=float(edges[0]),
                     max=float(edges[-1]),
@@ -588,11 +618,13 @@ def log_histograms(
                     bucket_counts=counts.tolist(),
                     global_step=step,
                 )
+            if runs is not None:
+                _flush_layer_runs(experiment)
         elif histograms:
             import wandb
 
             record: dict[str, Any] = {}
-            for tag, counts, edges, _ in histograms:
+            for _, _, tag, counts, edges, _ in histograms:
                 merged_counts, merged_edges = _rebin(counts, edges, WANDB_MAX_BINS)
                 record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
             _wandb_log(logger, kind, record, step)
@@ -632,6 +664,83 @@ def log_scalars(
         record["epoch"] = int(epoch)
         logger.log_metrics(record, step=step)
         logger.save()
+
+
+_LAYER_WRITERS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _layer_writer(experiment: Any, prefix: str, label: str) -> Any:
+    """The writer of a layer's own run ``{log_dir}/{prefix}/{label}``: one per folder, of the
+    logger's own writer class (``torch.utils.tensorboard`` or ``tensorboardX``), kept open."""
+    writers = _LAYER_WRITERS.setdefault(experiment, {})
+    path = os.path.join(experiment.get_logdir(), prefix, label)
+    if path not in writers:
+        writers[path] = type(experiment)(path)
+    return writers[path]
+
+
+def _flush_layer_runs(experiment: Any) -> None:
+    for writer in _LAYER_WRITERS.get(experiment, {}).values():
+        writer.flush()
+
+
+def close_layer_runs(loggers: Sequence[Logger]) -> None:
+    """Close the layer runs' writers (:func:`log_layer_runs`) of ``loggers``; the next write
+    opens new ones. A logger whose runs were never written is not touched."""
+    if not _LAYER_WRITERS:
+        return
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind == "tensorboard" and experiment in _LAYER_WRITERS:
+            for writer in _LAYER_WRITERS.pop(experiment).values():
+                writer.close()
+
+
+def log_layer_runs(
+    loggers: Sequence[Logger],
+    values: Mapping[str, Mapping[str, float]],
+    *,
+    step: int,
+    epoch: int,
+    prefix: str = "srop",
+) -> list[Logger]:
+    """TensorBoard: every layer a run of its own, so that each statistic is one chart with one
+    coloured, named line per layer.
+
+    Each label's statistics go to ``{log_dir}/{prefix}/{label}`` (``log_dir`` the logger's
+    version folder) as ``{prefix}/{statistic}`` (the logger's ``group_separator`` and
+    ``prefix`` applied); ``epoch`` goes to the logger's own run at the same step. TensorBoard
+    lists runs by name, so labels that start with a depth index (``00-features.0``) put the
+    legend and the colours in forward order. Writers stay open (flushed after each call) until
+    :func:`close_layer_runs`.
+
+    Args:
+        loggers: Lightning loggers; call on rank zero.
+        values: label -> statistic -> value.
+        step: the logging step, normally :func:`logger_step` ``(trainer)``.
+        epoch: the training epoch, logged as ``epoch`` in the logger's own run.
+        prefix: the runs' folder under ``log_dir`` and the first component of every tag.
+
+    Returns:
+        The loggers that are not TensorBoard's, in order (for :func:`log_scalars`).
+    """
+    step = _check_step(step, "log_layer_runs")
+    others: list[Logger] = []
+    for logger in loggers:
+        kind, experiment = _kind(logger)
+        if kind != "tensorboard":
+            others.append(logger)
+            continue
+        separator = group_separator(logger)
+        for label, stats in values.items():
+            writer = _layer_writer(experiment, prefix, label)
+            for stat, value in stats.items():
+                tag = _with_logger_prefix(logger, separator.join((prefix, stat)))
+                writer.add_scalar(tag, float(value), global_step=step)
+        _flush_layer_runs(experiment)
+        if values:
+            logger.log_metrics({"epoch": int(epoch)}, step=step)
+    return others
 
 
 def log_layout(

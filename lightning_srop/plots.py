@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = [
     "SAVE_DPI",
     "compare",
+    "plot_change_heatmap",
+    "plot_heatmap",
     "plot_layer_profile",
     "plot_over_epochs",
     "plot_reports",
@@ -358,6 +360,135 @@ def plot_srop_over_epochs(
         acc_ax.set_title("accuracy")
         figure.suptitle(own_title)
     return figure
+
+
+def plot_heatmap(
+    history: Mapping[str, Sequence[tuple[int, float]]],
+    *,
+    label: str = "change = log(SROP / initial SROP)",
+    title: str | None = None,
+    compact: bool = False,
+) -> Figure:
+    """One picture of a whole run: a layer x epoch grid of a signed value (the change since
+    initialization), diverging colours centred on 0.
+
+    Rows are layers in the mapping's order, shallow at the top; columns are epochs. Blue: the
+    value fell below 0 (SROP fell since initialization), red: it rose; white: no change. The
+    colour scale is symmetric, ``±max |value|``; missing or NaN cells are grey.
+
+    Args:
+        history: layer name -> ``(epoch, value)`` points, in forward order (e.g.
+            ``SROPCallback.history`` of ``change``, or :func:`lightning_srop.runs.history`).
+        label: the colour bar's label.
+        title: figure title; default ``"SROP change since initialization"``.
+        compact: a figure to read as a thumbnail (TensorBoard's 350 px image cards): a square
+            450 px figure with large fonts and short layer names.
+
+    Returns:
+        A new figure: the grid and its colour bar.
+
+    Raises:
+        ValueError: ``history`` is empty or holds something other than ``(epoch, value)`` pairs.
+
+    Examples:
+        >>> fig = plot_heatmap({"conv1": [(0, 0.0), (1, -0.1)], "conv2": [(0, 0.1), (1, -0.3)]})
+        >>> [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        ['conv1', 'conv2']
+    """
+    if len(history) == 0:
+        raise ValueError("plot_heatmap: expected at least one layer in `history`, got none.")
+    curves = {
+        str(name): _sorted_curve(points, f"plot_heatmap: history[{name!r}]")
+        for name, points in history.items()
+    }
+    epochs = sorted({int(e) for xs, _ in curves.values() for e in xs})
+    column = {e: i for i, e in enumerate(epochs)}
+    grid = np.full((len(curves), max(len(epochs), 1)), np.nan)
+    for row, (xs, ys) in enumerate(curves.values()):
+        for e, v in zip(xs, ys, strict=True):
+            grid[row, column[int(e)]] = v
+    finite = np.abs(grid[np.isfinite(grid)])
+    limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    n = len(curves)
+    names = short_names(list(curves)) if compact else list(curves)
+    if compact:
+        figure = _new_figure(4.5, 4.5)
+        figure.set_dpi(100)
+    else:
+        longest = max(len(name) for name in names)
+        figure = _new_figure(
+            float(np.clip(3.0 + 0.07 * longest + 0.3 * len(epochs), 5.0, 16.0)),
+            float(np.clip(1.5 + 0.3 * n, 3.0, 14.0)),
+        )
+    ax = figure.add_subplot()
+    from matplotlib import colormaps
+
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.8")
+    image = ax.imshow(
+        grid,
+        cmap=cmap,
+        vmin=-limit,
+        vmax=limit,
+        aspect="auto",
+        interpolation="nearest",
+        extent=(-0.5, len(epochs) - 0.5, n - 0.5, -0.5),
+    )
+    big = 14 if compact else None
+    ax.set_yticks(
+        np.arange(n), names, fontsize=(12 if n <= 12 else 9 if n <= 20 else 7) if compact else None
+    )
+    ticks = np.arange(len(epochs))
+    every = max(1, -(-len(epochs) // (8 if compact else 20)))
+    ax.set_xticks(ticks[::every], [str(e) for e in epochs][::every])
+    if compact:
+        ax.tick_params(axis="x", labelsize=12)
+    ax.set_xlabel("epoch", fontsize=big)
+    ax.set_ylabel("layer (shallow → deep)", fontsize=big)
+    ax.set_title(
+        "SROP change since initialization" if title is None else title,
+        fontsize=14 if compact else None,
+    )
+    bar = figure.colorbar(image, ax=ax, shrink=0.9, pad=0.02)
+    bar.set_label(label, fontsize=12 if compact else None)
+    if compact:
+        bar.ax.tick_params(labelsize=11)
+    return figure
+
+
+def plot_change_heatmap(
+    reports: Sequence[SROPReport], *, statistic: str = "change", title: str | None = None
+) -> Figure:
+    """:func:`plot_heatmap` of a finished run: each layer's ``change`` (or ``statistic``) per
+    epoch, layers in forward order.
+
+    The reports may come from :func:`lightning_srop.runs.read_run` or saved JSON files; runs
+    logged with ``baseline=True`` carry ``change``.
+
+    Raises:
+        ValueError: no reports, or no layer has ``statistic``.
+
+    Examples:
+        >>> import numpy as np
+        >>> from lightning_srop.report import LayerReport, SROPReport
+        >>> none = np.zeros(0)
+        >>> def report(epoch, changes):
+        ...     return SROPReport(tuple(LayerReport(n, {}, none, none, none, depth=d,
+        ...                                         extra={"change": v})
+        ...                             for d, (n, v) in enumerate(changes.items())), epoch=epoch)
+        >>> fig = plot_change_heatmap([report(0, {"stem": 0.0, "pool": 0.1}),
+        ...                            report(1, {"stem": -0.1, "pool": 0.2})])
+        >>> fig.axes[0].images[0].get_array().shape
+        (2, 2)
+    """
+    from lightning_srop.runs import history
+
+    if len(reports) == 0:
+        raise ValueError("plot_change_heatmap: expected at least one report, got none.")
+    curves = history(reports, statistic)
+    if not any(math.isfinite(v) for points in curves.values() for _, v in points):
+        raise ValueError(f"plot_change_heatmap: no layer of the reports has {statistic!r}.")
+    label = "change = log(SROP / initial SROP)" if statistic == "change" else statistic
+    return plot_heatmap(curves, label=label, title=title)
 
 
 def _decorate_epochs(ax: Axes) -> None:

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANGE",
+    "HISTOGRAMS_GROUP",
+    "PER_MAP_TAG",
     "PER_SAMPLE_SUFFIX",
     "LayerMeta",
     "LayerReport",
@@ -54,6 +56,12 @@ CHANGE: Final[str] = "change"
 #: Tag suffix of the per-sample mean SROP histogram, ``{prefix}/{layer}/per_sample_mean`` (not
 #: ``.../sample_mean``, the key of the scalar statistic: in W&B one key cannot hold both).
 PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
+
+#: TensorBoard: every layer is a run of its own, ``{log_dir}/{prefix}/{NN}-{layer}``, holding
+#: the scalars ``{prefix}/{stat}`` and the histograms ``{prefix}{HISTOGRAMS_GROUP}/{PER_MAP_TAG}``
+#: (one SROP per channel map) and ``{prefix}{HISTOGRAMS_GROUP}/{PER_SAMPLE_SUFFIX}``.
+HISTOGRAMS_GROUP: Final[str] = "_histograms"
+PER_MAP_TAG: Final[str] = "per_map"
 
 
 def write_csv(

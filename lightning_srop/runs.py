@@ -55,6 +55,8 @@ import torch
 
 from lightning_srop.report import (
     CHANGE,
+    HISTOGRAMS_GROUP,
+    PER_MAP_TAG,
     PER_SAMPLE_SUFFIX,
     LayerReport,
     SROPReport,
@@ -283,7 +285,7 @@ def _scalar_key(tag: str, prefix: str) -> tuple[str, str] | None:
 _ORDERED_LABEL: Final[re.Pattern[str]] = re.compile(r"^(\d+)-(.+)$")
 
 
-def _unlabel(keys: dict[str, tuple[str, str]], *others: dict[str, tuple[str, str]]) -> list[str]:
+def _unlabel(keys: dict[Any, tuple[str, str]], *others: dict[Any, tuple[str, str]]) -> list[str]:
     """Strip the callback's depth index (``{NN}-{layer}``, ``ordered_tags=True``) from the
     layer part of every key, in place, when every layer label of the run carries one.
 
@@ -351,6 +353,18 @@ def _layout_tags(accumulator: Any, layout_pb2: Any) -> list[str]:
 
 
 Measurement = tuple[int, int]  # (step, k-th measurement at that step)
+Series = tuple[Any, str]  # (EventAccumulator, tag)
+
+#: The histograms of a layer's own run, ``{prefix}_histograms/{tag}``, by kind.
+_LAYER_HISTOGRAMS: Final[dict[str, str]] = {PER_MAP_TAG: "srop", PER_SAMPLE_SUFFIX: "sample"}
+
+
+def _layer_runs(run_dir: Path, prefix: str) -> list[Path]:
+    """The layers' own runs of a TensorBoard run, ``{run_dir}/{prefix}/{NN}-{layer}``, sorted."""
+    folder = run_dir / prefix
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and _has_events(p))
 
 
 def read_tensorboard(
@@ -384,28 +398,51 @@ def read_tensorboard(
         root = root.parent
     run_dir = _choose(
         root,
-        _dirs_with(root, _has_events),
+        _dirs_with(root, lambda d: _has_events(d) or bool(_layer_runs(d, prefix))),
         version,
         where,
         f"TensorBoard event files ({EVENTS_PATTERN})",
     )
     accumulator_cls, layout_pb2 = _tensorboard_modules()
-    # Keep every scalar, histogram and tensor (the layout); images and audio are not read.
-    accumulator = accumulator_cls(
-        str(run_dir),
-        size_guidance={
-            "scalars": 0,
-            "histograms": 0,
-            "tensors": 0,
-            "distributions": 1,
-            "images": 1,
-            "audio": 1,
-        },
-    )
-    accumulator.Reload()
+
+    def load(directory: Path) -> Any:
+        # Keep every scalar, histogram and tensor (the layout); images and audio are not read.
+        accumulator = accumulator_cls(
+            str(directory),
+            size_guidance={
+                "scalars": 0,
+                "histograms": 0,
+                "tensors": 0,
+                "distributions": 1,
+                "images": 1,
+                "audio": 1,
+            },
+        )
+        accumulator.Reload()
+        return accumulator
+
+    accumulator = load(run_dir)
     tags = accumulator.Tags()
-    scalar_tags = {t: key for t in tags.get("scalars", []) if (key := _scalar_key(t, prefix))}
-    hist_tags = {t: key for t in tags.get("histograms", []) if (key := _histogram_key(t, prefix))}
+    # Series: (accumulator, tag) -> (layer label, statistic | "srop" | "sample").
+    scalar_tags: dict[Series, tuple[str, str]] = {
+        (accumulator, t): key for t in tags.get("scalars", []) if (key := _scalar_key(t, prefix))
+    }
+    hist_tags: dict[Series, tuple[str, str]] = {
+        (accumulator, t): key
+        for t in tags.get("histograms", [])
+        if (key := _histogram_key(t, prefix))
+    }
+    for layer_dir in _layer_runs(run_dir, prefix):
+        layer = load(layer_dir)
+        layer_tags = layer.Tags()
+        for t in layer_tags.get("scalars", []):
+            stat = _tag_rest(t, prefix)
+            if stat in STATISTICS or stat == CHANGE:
+                scalar_tags[layer, t] = (layer_dir.name, str(stat))
+        for t in layer_tags.get("histograms", []):
+            kind = _LAYER_HISTOGRAMS.get(_tag_rest(t, prefix + HISTOGRAMS_GROUP) or "")
+            if kind is not None:
+                hist_tags[layer, t] = (layer_dir.name, kind)
     if not scalar_tags and not hist_tags:
         shown = sorted(tags.get("scalars", []))[:8]
         raise ValueError(
@@ -432,11 +469,11 @@ def read_tensorboard(
             seen[event.step] = k + 1
             yield (int(event.step), k), event
 
-    for tag, (layer, stat) in scalar_tags.items():
-        for m, event in measurements(accumulator.Scalars(tag)):
+    for (source, tag), (layer, stat) in scalar_tags.items():
+        for m, event in measurements(source.Scalars(tag)):
             stats.setdefault(m, {}).setdefault(layer, {})[stat] = float(event.value)
-    for tag, (layer, kind) in hist_tags.items():
-        for m, event in measurements(accumulator.Histograms(tag)):
+    for (source, tag), (layer, kind) in hist_tags.items():
+        for m, event in measurements(source.Histograms(tag)):
             hists.setdefault(m, {}).setdefault(layer, {})[kind] = event.histogram_value
 
     epochs: dict[int, list[float]] = {}

@@ -209,17 +209,20 @@ def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
 
     acc = read_tensorboard(tmp_path / "tb" / "version_0")
     tags = acc.Tags()
-    srop_scalars = sorted(t for t in tags["scalars"] if t.startswith("srop/"))
+    assert not [t for t in tags["scalars"] + tags["histograms"] if t.startswith("srop/")]
+    # every layer a TensorBoard run of its own, srop/{NN}-{layer}, one tag per statistic
+    runs = {
+        layer: read_tensorboard(tmp_path / "tb" / "version_0" / "srop" / TAG[layer])
+        for layer in LAYERS
+    }
     stats = ("mean", "median", "count", "flat", "change")  # change: baseline=True (default)
-    expected = [f"srop/{TAG[layer]}/{stat}" for layer in LAYERS for stat in sorted(stats)]
-    assert srop_scalars == expected  # sorted by name is forward order
-    assert sorted(t for t in tags["histograms"] if not t.endswith("per_sample_mean")) == [
-        f"srop/{TAG[layer]}" for layer in LAYERS
-    ]
+    for run in runs.values():
+        assert sorted(run.Tags()["scalars"]) == [f"srop/{stat}" for stat in sorted(stats)]
+        assert "srop_histograms/per_map" in run.Tags()["histograms"]
     # callback_metrics keep the plain keys users monitor, with the values the loggers got
     for layer in LAYERS:
         for stat in stats:
-            logged = acc.Scalars(f"srop/{TAG[layer]}/{stat}")[-1].value
+            logged = runs[layer].Scalars(f"srop/{stat}")[-1].value
             assert float(t.callback_metrics[f"srop/{layer}/{stat}"]) == pytest.approx(
                 logged, rel=1e-6, nan_ok=True
             )
@@ -231,20 +234,19 @@ def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
         for layer in LAYERS:
             values = ref[layer][np.isfinite(ref[layer])]
             events = {
-                s: acc.Scalars(f"srop/{TAG[layer]}/{s}")
-                for s in ("mean", "median", "count", "flat")
+                s: runs[layer].Scalars(f"srop/{s}") for s in ("mean", "median", "count", "flat")
             }
             assert all(len(e) == 2 for e in events.values())
             assert events["mean"][epoch].value == pytest.approx(values.mean(), rel=1e-5)
             assert abs(events["median"][epoch].value - np.quantile(values, 0.5)) <= BIN_WIDTH
             assert events["count"][epoch].value == values.size
             assert events["flat"][epoch].value == np.isnan(ref[layer]).sum()
-            hist = acc.Histograms(f"srop/{TAG[layer]}")
+            hist = runs[layer].Histograms("srop_histograms/per_map")
             assert len(hist) == 2
             assert hist[epoch].histogram_value.num == values.size
     # histograms and figures share the steps of Lightning's epoch-level scalars
-    steps = [e.step for e in acc.Scalars(f"srop/{TAG[LAYERS[0]]}/mean")]
-    assert [e.step for e in acc.Histograms(f"srop/{TAG[LAYERS[0]]}")] == steps
+    steps = [e.step for e in runs[LAYERS[0]].Scalars("srop/mean")]
+    assert [e.step for e in runs[LAYERS[0]].Histograms("srop_histograms/per_map")] == steps
     assert [e.step for e in acc.Scalars("epoch")][-1] == steps[-1]
     assert [e.step for e in acc.Images("srop/layer_profile")] == steps
 
@@ -252,7 +254,9 @@ def test_tensorboard_and_csv_end_to_end(tmp_path: Path) -> None:
     for layer in LAYERS:
         key = f"srop/{TAG[layer]}/mean"
         logged = [float(r[key]) for r in rows if r.get(key)]
-        assert logged == pytest.approx([e.value for e in acc.Scalars(key)], rel=1e-6)
+        assert logged == pytest.approx(
+            [e.value for e in runs[layer].Scalars("srop/mean")], rel=1e-6
+        )
 
 
 def test_unit_input_and_extra_stats(tmp_path: Path) -> None:

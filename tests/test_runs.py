@@ -205,10 +205,13 @@ def _union_counts(counts: np.ndarray, edges: np.ndarray, read_edges: np.ndarray)
 
 
 def test_display_histograms_are_exact_unions_of_the_callbacks_bins(run: Run) -> None:
-    accumulator = EventAccumulator(str(run.tb_dir), size_guidance={"histograms": 0})
-    accumulator.Reload()
-    for name in FORWARD:
-        events = accumulator.Histograms(f"lite/{name}")
+    for i, name in enumerate(FORWARD):
+        # every layer is a TensorBoard run of its own, holding its histograms
+        accumulator = EventAccumulator(
+            str(run.tb_dir / "lite" / f"{i:02d}-{name}"), size_guidance={"histograms": 0}
+        )
+        accumulator.Reload()
+        events = accumulator.Histograms("lite_histograms/per_map")
         assert len(events) == EPOCHS
         for event, kept in zip(events, run.keep_lite.reports, strict=True):
             h = event.histogram_value
@@ -271,19 +274,63 @@ def test_tensorboard_root_and_versions(run: Run, tmp_path: Path) -> None:
 def test_callback_tags_are_the_documented_literals(run: Run) -> None:
     # Spelled out here, not taken from the package's constants: a renamed tag on both the
     # writing and the reading side would otherwise pass.
-    accumulator = EventAccumulator(str(run.tb_dir), size_guidance={"scalars": 0, "tensors": 0})
-    accumulator.Reload()
-    tags = accumulator.Tags()
-    for literal in (
-        "srop/00-stem/mean",
-        "srop/03-avg/q75",
-        "srop/01-pool/change",
-        "lite/body/mean",
+    def tags(run_name: str) -> dict[str, Any]:
+        accumulator = EventAccumulator(str(run.tb_dir / run_name))
+        accumulator.Reload()
+        return accumulator.Tags()
+
+    # every layer is a run of its own (sub-folder ``{prefix}/{NN}-{layer}``), one tag per
+    # statistic; the logger's own run holds no per-layer SROP tag
+    for run_name, literal in (
+        ("srop/00-stem", "srop/mean"),
+        ("srop/03-avg", "srop/q75"),
+        ("srop/01-pool", "srop/change"),
+        ("lite/02-body", "lite/mean"),
     ):
-        assert literal in tags["scalars"], literal
-    for literal in ("srop/00-stem", "srop/00-stem/per_sample_mean", "lite/avg/per_sample_mean"):
-        assert literal in tags["histograms"], literal
-    assert "custom_scalars__config__" in tags["tensors"]
+        assert literal in tags(run_name)["scalars"], (run_name, literal)
+    for run_name, literal in (
+        ("srop/00-stem", "srop_histograms/per_map"),
+        ("srop/00-stem", "srop_histograms/per_sample_mean"),
+        ("lite/03-avg", "lite_histograms/per_sample_mean"),
+    ):
+        assert literal in tags(run_name)["histograms"], (run_name, literal)
+    own = tags(".")
+    assert not [t for t in own["scalars"] + own["histograms"] if t.startswith(("srop", "lite"))]
+
+
+def test_independent_layer_runs_read_back_in_their_index_order(tmp_path: Path) -> None:
+    # The callback's TensorBoard layout written with TensorBoard's own SummaryWriter and
+    # literal tags: the version folder's own run (epoch), one sub-folder run per layer.
+    writer = SummaryWriter(str(tmp_path / "version_0"))
+    for step, epoch in ((3, 0), (7, 1)):
+        writer.add_scalar("epoch", epoch, step, walltime=100.0)
+    writer.close()
+    for index, name in ((2, "alpha"), (0, "zeta"), (1, "mid.1")):  # written out of order
+        layer = SummaryWriter(str(tmp_path / "version_0" / "srop" / f"{index:02d}-{name}"))
+        for step in (3, 7):
+            layer.add_scalar("srop/mean", 0.1 * (index + 1), step, walltime=100.0)
+            layer.add_scalar("srop/change", -0.5, step, walltime=100.0)
+            layer.add_histogram_raw(
+                "srop_histograms/per_map",
+                min=0.0,
+                max=0.3,
+                num=4,
+                sum=0.6,
+                sum_squares=0.1,
+                bucket_limits=[0.1, 0.2, 0.3],
+                bucket_counts=[1, 2, 1],
+                global_step=step,
+                walltime=100.0,
+            )
+        layer.close()
+    reports = read_run(tmp_path)  # the folder above the version: one run
+    assert [(r.epoch, r.step) for r in reports] == [(0, 3), (1, 7)]
+    assert [r.names for r in reports] == [["zeta", "mid.1", "alpha"]] * 2
+    layer = reports[1]["mid.1"]
+    assert layer.depth == 1 and layer.stats["mean"] == pytest.approx(0.2)
+    assert layer.extra == {"change": -0.5}
+    np.testing.assert_array_equal(layer.counts, [1, 2, 1])
+    assert layer.stats["count"] == 4 and layer.stats["median"] == pytest.approx(0.15)
 
 
 def _independent_run(folder: Path, layers: list[str], *, layout: list[str] | None) -> None:

@@ -1,12 +1,13 @@
-"""Where users look: the TensorBoard custom-scalars layout and tag order, W&B charts and epoch
-axis, histograms of few distinct values, thumbnail-sized figures, MLflow figures."""
+"""Where users look: TensorBoard's layer runs (one chart per statistic, a named line per layer,
+forward order) and the change heatmap, W&B charts and epoch axis, histograms of few distinct
+values, thumbnail-sized figures, MLflow figures."""
 
 from __future__ import annotations
 
 import glob
+import io
 import json
 import math
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,13 @@ import pytest
 import torch
 from _wandb_reader import read_wandb_records
 from lightning.pytorch.loggers import TensorBoardLogger
-from tensorboard.backend.event_processing import event_file_loader
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from tensorboard.plugins.custom_scalar import layout_pb2
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_srop import SROPCallback, SROPStatistics
 from lightning_srop.loggers import display_bins, log_histograms
-from lightning_srop.plots import plot_layer_profile, short_names
+from lightning_srop.plots import plot_heatmap, plot_layer_profile, short_names
 from lightning_srop.report import LayerReport
 
 #: Forward order; alphabetically these sort otherwise (head < pool < stem < tail).
@@ -86,22 +85,21 @@ def fit(root: Path, cb: SROPCallback, logger: Any, epochs: int = 2) -> L.Trainer
     return trainer
 
 
-def layouts(run_dir: Path) -> list[layout_pb2.Layout]:
-    """Every custom-scalars layout written to the run's event files, in order."""
-    found = []
-    for file in sorted(run_dir.glob("events.out.tfevents.*")):
-        for event in event_file_loader.EventFileLoader(str(file)).Load():
-            for value in event.summary.value:
-                if value.metadata.plugin_data.plugin_name == "custom_scalars":
-                    layout = layout_pb2.Layout()
-                    layout.ParseFromString(value.tensor.string_val[0])
-                    found.append(layout)
-    return found
+def layer_runs(run_dir: Path, prefix: str = "srop") -> dict[str, EventAccumulator]:
+    """The layers' own runs under the logger's version folder, by run name (what TensorBoard
+    lists and colours), in TensorBoard's order (sorted by name)."""
+    runs = {}
+    for folder in sorted((run_dir / prefix).iterdir()):
+        accumulator = EventAccumulator(str(folder), size_guidance={"scalars": 0, "histograms": 0})
+        accumulator.Reload()
+        runs[folder.relative_to(run_dir).as_posix()] = accumulator
+    return runs
 
 
-def charts(layout: layout_pb2.Layout) -> dict[str, list[str]]:
-    (category,) = layout.category
-    return {chart.title: list(chart.multiline.tag) for chart in category.chart}
+def main_run(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,98 +110,106 @@ def charts(layout: layout_pb2.Layout) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def tb_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SROPCallback, L.Trainer]:
     root = tmp_path_factory.mktemp("views")
-    cb = SROPCallback(layers=FORWARD, stats=STATS, ordered_tags=True)
+    cb = SROPCallback(layers=FORWARD, stats=STATS)  # default tags
     trainer = fit(root, cb, TensorBoardLogger(root, name="tb", version=0))
     return root / "tb" / "version_0", cb, trainer
 
 
-def test_custom_scalars_layout_names_every_layer_of_each_statistic(
-    tb_run: tuple[Path, SROPCallback, L.Trainer],
-) -> None:
-    run_dir, _, _ = tb_run
-    (layout,) = layouts(run_dir)  # written once: the layers did not change
-    assert layout.category[0].title == "srop: SROP per layer"
-    got = charts(layout)
-    assert list(got) == ["mean", "median", "change"]  # one chart per logged statistic
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    accumulator.Reload()
-    scalar_tags = accumulator.Tags()["scalars"]
-    for stat, patterns in got.items():
-        # every layer, in forward order, each pattern matching exactly one logged tag
-        expected = [f"srop/{i:02d}-{name}/{stat}" for i, name in enumerate(FORWARD)]
-        matched = [[t for t in scalar_tags if re.fullmatch(p, t)] for p in patterns]
-        assert matched == [[tag] for tag in expected], stat
-
-
-def test_tags_sort_in_forward_order_and_callback_metrics_keep_plain_keys(
+def test_each_statistic_is_one_chart_with_one_named_line_per_layer_in_forward_order(
     tb_run: tuple[Path, SROPCallback, L.Trainer],
 ) -> None:
     run_dir, _, trainer = tb_run
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "histograms": 0})
-    accumulator.Reload()
-    tags = accumulator.Tags()
-    mean_tags = sorted(t for t in tags["scalars"] if t.endswith("/mean"))
-    assert [t.split("/")[1].partition("-")[2] for t in mean_tags] == FORWARD
-    hist_tags = sorted(t for t in tags["histograms"] if not t.endswith("per_sample_mean"))
-    assert hist_tags == [f"srop/{i:02d}-{name}" for i, name in enumerate(FORWARD)]
-    for name in FORWARD:
+    runs = layer_runs(run_dir)
+    # TensorBoard sorts runs by name and colours them in that order: forward order, each run
+    # named after its layer (distinct names, hence distinct legend entries)
+    assert list(runs) == [f"srop/{i:02d}-{name}" for i, name in enumerate(FORWARD)]
+    # one card per statistic: the same tag in every layer's run, so one line per layer
+    for name, accumulator in zip(FORWARD, runs.values(), strict=True):
+        assert sorted(accumulator.Tags()["scalars"]) == sorted(
+            f"srop/{s}" for s in (*STATS, "change")
+        )
         for stat in (*STATS, "change"):
-            assert f"srop/{name}/{stat}" in trainer.callback_metrics
-        value = accumulator.Scalars(f"srop/{FORWARD.index(name):02d}-{name}/mean")[-1].value
-        assert float(trainer.callback_metrics[f"srop/{name}/mean"]) == pytest.approx(value)
-    # Figures: the layer profile and the mean SROP over epochs, one per measured epoch
-    assert {"srop/layer_profile", "srop/over_epochs"} <= set(tags["images"])
-    assert len(accumulator.Images("srop/over_epochs")) == 2
-
-
-def test_default_tags_are_the_callback_metrics_keys_and_the_layout_is_in_forward_order(
-    tmp_path: Path,
-) -> None:
-    cb = SROPCallback(layers=FORWARD, stats=("mean",), baseline=False, log_figure=False)
-    fit(tmp_path, cb, TensorBoardLogger(tmp_path, name="tb", version=0), epochs=1)
-    run_dir = tmp_path / "tb" / "version_0"
-    accumulator = EventAccumulator(str(run_dir))
-    accumulator.Reload()
-    assert sorted(t for t in accumulator.Tags()["scalars"] if t.startswith("srop/")) == sorted(
-        f"srop/{name}/mean" for name in FORWARD
+            points = accumulator.Scalars(f"srop/{stat}")
+            assert len(points) == 2  # two measured epochs
+            key = f"srop/{name}/{stat}"
+            assert float(trainer.callback_metrics[key]) == pytest.approx(points[-1].value)
+        assert sorted(accumulator.Tags()["histograms"]) == [
+            "srop_histograms/per_map",
+            "srop_histograms/per_sample_mean",
+        ]
+    # the logger's own run: no per-layer SROP cards, the epoch at the SROP steps, the figures
+    main = main_run(run_dir)
+    assert not [t for t in main.Tags()["scalars"] if t.startswith("srop")]
+    assert not main.Tags()["histograms"]
+    steps = {p.step for p in next(iter(runs.values())).Scalars("srop/mean")}
+    assert steps <= {e.step for e in main.Scalars("epoch")}
+    assert {"srop/layer_profile", "srop/over_epochs", "srop/change_heatmap"} <= set(
+        main.Tags()["images"]
     )
-    (layout,) = layouts(run_dir)
-    assert charts(layout) == {"mean": [f"^srop/{name}/mean$" for name in FORWARD]}
 
 
-def test_layout_rewritten_when_new_layers_appear(tmp_path: Path) -> None:
-    class Growing(Net):
+def test_change_heatmap_every_measured_epoch_legible_at_thumbnail_size(
+    tb_run: tuple[Path, SROPCallback, L.Trainer],
+) -> None:
+    from PIL import Image
+
+    run_dir, cb, _ = tb_run
+    images = main_run(run_dir).Images("srop/change_heatmap")
+    assert len(images) == 2  # every measured epoch
+    for event in images:
+        assert (event.width, event.height) == (450, 450)  # 350 px cards scale it by 0.78
+        picture = Image.open(io.BytesIO(event.encoded_image_string))
+        assert picture.size == (450, 450)
+    # what it draws: layers (forward order) x measured epochs, centred on 0
+    changes = cb.history_of("change")
+    assert list(changes) == FORWARD and all(len(points) == 2 for points in changes.values())
+    figure = plot_heatmap(changes, compact=True)
+    image = figure.axes[0].images[0]
+    assert image.get_array().shape == (len(FORWARD), 2)
+    low, high = image.get_clim()
+    assert low == -high and high > 0
+    assert [t.get_text() for t in figure.axes[0].get_yticklabels()] == FORWARD
+
+
+def test_flat_keys_stay_for_csv_and_callback_metrics(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger
+
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), baseline=False, log_figure=False)
+    trainer = fit(tmp_path, cb, CSVLogger(tmp_path, name="csv", version=0), epochs=1)
+    header = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()[0]
+    for name in FORWARD:
+        assert f"srop/{name}/mean" in header.split(",")
+        assert f"srop/{name}/mean" in trainer.callback_metrics
+
+
+def test_layer_runs_added_when_new_layers_appear(tmp_path: Path) -> None:
+    class Partial(Net):
+        def forward(self, x: Tensor) -> Tensor:  # head is not part of forward
+            h = self.tail(self.pool(torch.relu(self.stem(x))))
+            return self.out(nn.functional.adaptive_avg_pool2d(h, 3).flatten(1))
+
         def validation_step(self, batch: Any, batch_idx: int) -> None:
             super().validation_step(batch, batch_idx)
             if self.current_epoch >= 1:
                 self.head(batch[0])  # called from the second epoch on
 
-    cb = SROPCallback(layers=FORWARD, stats=("mean",), log_figure=False, ordered_tags=True)
+    cb = SROPCallback(layers=FORWARD, stats=("mean",), log_figure=False)
     torch.manual_seed(0)
-    logger = TensorBoardLogger(tmp_path, name="tb", version=0)
     trainer = L.Trainer(
         accelerator="cpu",
         max_epochs=2,
         callbacks=[cb],
-        logger=logger,
+        logger=TensorBoardLogger(tmp_path, name="tb", version=0),
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
     )
-
-    class Partial(Growing):
-        def forward(self, x: Tensor) -> Tensor:  # head is not part of forward
-            h = self.tail(self.pool(torch.relu(self.stem(x))))
-            return self.out(nn.functional.adaptive_avg_pool2d(h, 3).flatten(1))
-
     with pytest.warns(match="did not run"):
         trainer.fit(Partial(), *loaders())
-    first, second = layouts(tmp_path / "tb" / "version_0")
-    assert charts(first)["mean"] == [
-        f"^srop/{i:02d}\\-{n}/mean$" for i, n in enumerate(FORWARD[:3])
-    ]
-    assert len(charts(second)["mean"]) == 4 and "head" in charts(second)["mean"][-1]
+    runs = layer_runs(tmp_path / "tb" / "version_0")
+    assert list(runs) == [f"srop/{i:02d}-{name}" for i, name in enumerate(FORWARD)]
+    assert [len(r.Scalars("srop/mean")) for r in runs.values()] == [2, 2, 2, 1]
 
 
 def test_group_separator_is_honoured(tmp_path: Path) -> None:
@@ -212,14 +218,11 @@ def test_group_separator_is_honoured(tmp_path: Path) -> None:
         def group_separator(self) -> str:
             return "."
 
-    cb = SROPCallback(
-        layers=["stem"], stats=("mean",), baseline=False, log_figure=False, ordered_tags=True
-    )
+    cb = SROPCallback(layers=["stem"], stats=("mean",), baseline=False, log_figure=False)
     fit(tmp_path, cb, DotLogger(tmp_path, name="tb", version=0), epochs=1)
-    accumulator = EventAccumulator(str(tmp_path / "tb" / "version_0"))
-    accumulator.Reload()
-    assert "srop.00-stem.mean" in accumulator.Tags()["scalars"]
-    assert "srop.00-stem" in accumulator.Tags()["histograms"]
+    (run,) = layer_runs(tmp_path / "tb" / "version_0").values()
+    assert run.Tags()["scalars"] == ["srop.mean"]
+    assert "srop_histograms.per_map" in run.Tags()["histograms"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -360,6 +363,11 @@ def test_wandb_charts_and_epoch_axis(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert any(k.startswith("srop_charts/change") for k in chart_rows[-1])
     assert any("srop/00-stem/values" in row for row in rows)  # histograms
     assert any("srop/layer_profile/_type" in row for row in rows)  # the figure
+    heatmaps = [row for row in rows if "srop/change_heatmap/_type" in row]
+    assert [row["trainer/global_step"] for row in heatmaps] == [
+        row["trainer/global_step"] for row in srop_rows
+    ]  # the heatmap every measured epoch, at the scalars' step
+    assert all(row["srop/change_heatmap/width"] == 450 for row in heatmaps)
 
 
 # ------------------------------------------------------------------------------------------
