@@ -262,6 +262,7 @@ class Evidence:
         self.grids: set[tuple[int, int]] = set()  # read 2-D grids (strong evidence)
         self.lengths: set[int] = set()  # read 1-D lengths
         self.channels_2d: set[int] = set()  # channel counts of read 2-D maps
+        self.token_counts: set[int] = set()  # token counts read over a grid
         self.batch: int | None = None
         self.input_grid: tuple[int, int] | None = None
         self.version = 0  # grows with every new fact: refusals for lack of evidence are retried
@@ -297,6 +298,9 @@ class Evidence:
         """Record that ``tensor`` was read as ``reading`` (and the grid or length it shows)."""
         self._seen[id(tensor)] = (weakref.ref(tensor), tuple(tensor.shape), reading)
         shape = tuple(int(s) for s in reading.maps(tensor).shape)
+        if reading.layout == "tokens" and int(tensor.shape[1]) not in self.token_counts:
+            self.token_counts.add(int(tensor.shape[1]))
+            self.version += 1
         if reading.ndim == 2:
             self.add_grid((shape[-2], shape[-1]))
             if shape[1] not in self.channels_2d:
@@ -371,13 +375,19 @@ def _best(candidates: Sequence[tuple[int, Reading]]) -> Reading | tuple[Reading,
 
 
 def _attention_like(tensor: Tensor, evidence: Evidence, sizes: Sequence[tuple[int, int]]) -> bool:
-    """A square ``L x L`` over a token count that is not a grid read as one."""
+    """A square ``L x L`` over a token count: ``L`` tokens were read in this model, or ``L``
+    tokens fit a grid read earlier (or given as sizes) while ``L x L`` is no grid seen and no
+    downscaling of the input's (a one-channel 28 x 28 image is not attention)."""
     if tensor.dim() < 3:
         return False
     a, b = int(tensor.shape[-2]), int(tensor.shape[-1])
     if a != b or (a, b) in evidence.grids:
         return False
-    return bool(_token_grids(a, evidence, sizes))
+    if a in evidence.token_counts:
+        return True
+    if (a, b) in evidence.derived_grids():
+        return False
+    return any(strength >= 2 for strength, _, _ in _token_grids(a, evidence, sizes))
 
 
 def read_layout(

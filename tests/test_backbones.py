@@ -558,3 +558,28 @@ def test_callback_on_a_vit_in_a_trainer(tmp_path: Path, precision: str) -> None:
     assert callback.baseline_report is not None
     assert callback.baseline_report.names == report.names
     assert hooks_left(module) == len(captured)  # only the test's own hooks
+
+
+class SquareImages(nn.Module):
+    """One-channel 28 x 28 images through a module of no known type: 28 could be a token
+    count (5 x 5 + 3), but the input's own grid says these are images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.identity = nn.Identity()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.identity(x))
+
+
+def test_square_images_are_not_taken_for_attention() -> None:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SROPWarning)
+        measure(
+            SquareImages(),
+            [torch.randn(4, 1, 28, 28)],
+            {"identity": plain, "conv": plain},
+            layers=["identity", "conv"],
+        )
