@@ -16,9 +16,9 @@ Lifecycle (see ``docs/callback.md``):
   mode, no grad, merged across processes); each measured epoch then also reports
   ``{prefix}/{layer}/change`` = log(mean SROP / baseline mean SROP);
 - at ``on_validation_epoch_end`` every process merges the statistics (a collective), puts
-  ``{prefix}/{layer}/{stat}`` into ``trainer.callback_metrics`` with
-  ``LightningModule.log_dict`` (``sync_dist=False``: the values are already merged and the
-  same on every process; also to the loggers, or, with ``ordered_tags=True``, rank zero writes
+  ``{prefix}/{layer}/{stat}`` into ``trainer.callback_metrics`` with ``LightningModule.log``
+  (merged already, the same on every process, each value a ``Metric`` that does not sync
+  again; also to the loggers, or, with ``ordered_tags=True``, rank zero writes
   them under tags that sort in forward order, ``{prefix}/{NN}-{layer}/{stat}``), a TensorBoard
   custom-scalars layout and W&B charts (one chart per statistic, every layer a line), one
   histogram per layer, a figure of SROP against depth and one of SROP over the epochs so far.
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -38,6 +37,8 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
+from torch import Tensor
+from torchmetrics import Metric
 from typing_extensions import override
 
 from lightning_srop.engine import (
@@ -73,6 +74,31 @@ _OWNER: Final[str] = "SROPCallback"
 
 class _BatchError(Exception):
     """The baseline found no model input in a batch (the cause is chained)."""
+
+
+class _Merged(Metric):
+    """One value that the engine already merged across processes, logged as it is.
+
+    Lightning cannot tell that a plain tensor logged per epoch is the same on every process, so
+    under DDP it advises ``sync_dist=True`` for it when the epoch's metrics are computed. A
+    ``Metric`` merges its own state; this one holds the merged value and never syncs: the
+    engine's merge was the collective, and a second one would only average equal values.
+    """
+
+    full_state_update = False
+    value: Tensor
+
+    def __init__(self, value: float, device: torch.device) -> None:
+        super().__init__(sync_on_compute=False)
+        self.add_state("value", torch.tensor(math.nan), dist_reduce_fx=None)
+        self.to(device)
+        self.update(value)
+
+    def update(self, value: float) -> None:
+        self.value = torch.tensor(value, dtype=self.value.dtype, device=self.value.device)
+
+    def compute(self) -> Tensor:
+        return self.value.clone()
 
 
 #: Values of ``sample=``.
@@ -558,6 +584,14 @@ class SROPCallback(Callback):
                 f"layer {name!r} did not run during the measured batches (not called by "
                 "validation_step, or compiled code that bypasses hooks); it has no SROPs.",
             )
+        if self.num_batches is not None and self._measured_batches < self.num_batches:
+            self._notice(
+                "fewer-batches",
+                f"measured {self._measured_batches} validation batch(es) per process, fewer than "
+                f"`num_batches`={self.num_batches}: the validation run has no more "
+                "(`limit_val_batches`, a small validation set). The SROPs come from those; this "
+                "notice is shown once.",
+            )
         try:
             reports = engine.reports()  # a collective: every process takes part
         finally:
@@ -581,24 +615,20 @@ class SROPCallback(Callback):
             for name, stats in self._scalars(reports).items()
             for stat, value in stats.items()
         }
-        to_loggers = bool(trainer.loggers)
-        if values:
-            with warnings.catch_warnings():
-                # Lightning recommends sync_dist=True for epoch-level values under DDP; these
-                # are already merged, the same on every process, so that advice does not apply.
-                warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-                pl_module.log_dict(
-                    values,
-                    on_step=False,
-                    on_epoch=True,
-                    sync_dist=False,  # already merged: the same values on every process
-                    # the callback writes the loggers' scalars itself (`_log_views`): every
-                    # layer its own TensorBoard run, flat keys elsewhere
-                    logger=False,
-                    prog_bar=False,
-                    add_dataloader_idx=False,
-                )
-        if reports and trainer.is_global_zero and to_loggers:
+        for key, value in values.items():
+            pl_module.log(
+                key,
+                _Merged(value, pl_module.device),  # already merged: the same on every process
+                on_step=False,
+                on_epoch=True,
+                # the callback writes the loggers' scalars itself (`_log_views`): every layer
+                # its own TensorBoard run, flat keys elsewhere
+                logger=False,
+                prog_bar=False,
+                add_dataloader_idx=False,
+                metric_attribute=key,
+            )
+        if reports and trainer.is_global_zero and trainer.loggers:
             self._log_views(trainer, reports)
             self._log_extras(trainer, reports)
 

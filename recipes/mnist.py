@@ -7,6 +7,11 @@ Offline by default, on scikit-learn's real handwritten digits resized to 28 x 28
     python -m recipes.mnist --data mnist                      # real MNIST (downloads once)
     python -m recipes.mnist fit --data.dataset mnist --data.data_dir /datasets \
         --trainer.max_epochs 10
+    python -m recipes.mnist fit --config recipes/configs/mnist.yaml --trainer.default_root_dir /tmp/run
+
+Logs, checkpoints and the summary go under ``trainer.default_root_dir`` (``runs/mnist``): a
+logger whose ``save_dir`` is left at ``runs/mnist`` follows ``--trainer.default_root_dir``;
+``--trainer.logger.init_args.save_dir DIR`` puts the logs alone elsewhere.
 
 Every option of the model (``--model.*``), the data (``--data.*``), the trainer (``--trainer.*``),
 the SROP callback (``--srop.*``) and the summary (``--summary.*``) is settable from the command
@@ -36,6 +41,8 @@ __all__ = ["DigitsDataModule", "SmallCNN", "main"]
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 DATASETS = ("digits", "mnist")
+#: The layers the recipe measures: SmallCNN's conv1, pool1, conv2, down, conv3 (not the ReLUs).
+LAYERS = r"^features\.(conv\d|pool\d|down)$"
 
 
 class SmallCNN(pl.LightningModule):
@@ -244,6 +251,7 @@ class SROPCLI(LightningCLI):
 
         parser.add_lightning_class_args(SROPCallback, "srop")
         parser.add_lightning_class_args(SROPSummary, "summary")
+        parser.set_defaults({"srop.layers": LAYERS})
         parser.add_argument(
             "--threads",
             type=int,
@@ -256,17 +264,36 @@ class SROPCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("threads", 0) > 0:
             torch.set_num_threads(config["threads"])
+        follow_root_dir(config["trainer"])
+
+
+def follow_root_dir(trainer: Any) -> None:
+    """Let the loggers write under ``trainer.default_root_dir``.
+
+    A logger whose ``save_dir`` is still the recipe's default (``runs/mnist``) gets
+    ``trainer.default_root_dir`` instead, so ``--trainer.default_root_dir DIR`` moves the logs
+    and the summary with it; a ``save_dir`` set to anything else is kept.
+    """
+    root = trainer.get("default_root_dir")
+    loggers = trainer.get("logger")
+    if root is None or loggers is None or isinstance(loggers, bool):
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("save_dir") == DEFAULT_ROOT_DIR:
+            init_args["save_dir"] = root
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DEFAULT_ROOT_DIR = "runs/mnist"
 TRAINER_DEFAULTS: dict[str, Any] = {
     "max_epochs": 15,
-    "default_root_dir": "runs/mnist",
+    "default_root_dir": DEFAULT_ROOT_DIR,
     "deterministic": True,
     "log_every_n_steps": 10,
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-        "init_args": {"save_dir": "runs/mnist", "name": "tensorboard"},
+        "init_args": {"save_dir": DEFAULT_ROOT_DIR, "name": "tensorboard"},
     },
 }
 

@@ -34,7 +34,8 @@ class SROPSummary(pl.Callback):
         accuracy_key: the accuracy metric logged by the LightningModule.
         filename: the PNG's file name, written into the logger's directory (or
             ``trainer.default_root_dir`` without a logger); the CSV gets the same stem.
-        verbose: print the log directory, the ``tensorboard --logdir`` line and the PNG's path.
+        verbose: print the log directory, the ``tensorboard`` command (with the flags that load
+            every epoch's images, and a line of advice on smoothing) and the PNG's path.
     """
 
     def __init__(
@@ -108,7 +109,8 @@ class SROPSummary(pl.Callback):
             print()
             print(f"Logs:        {out_dir}")
             if root is not None:
-                print(f"TensorBoard: tensorboard --logdir {root}")
+                print(f"TensorBoard: {tensorboard_command(root)}")
+                print(f"             {SMOOTHING_TIP}")
             wandb = wandb_line(trainer)
             if wandb is not None:
                 print(f"W&B:         {wandb}")
@@ -172,6 +174,22 @@ def wandb_line(trainer: pl.Trainer) -> str | None:
                 return str(url)
             return f"wandb sync {Path(run.dir).parent}   (offline run; uploads it)"
     return None
+
+
+#: One line of advice printed under the ``tensorboard`` command.
+SMOOTHING_TIP = (
+    "Set Smoothing to 0 (settings, top right): SROPs move by a few percent, "
+    "and smoothing draws a jump as a slow drift."
+)
+
+
+def tensorboard_command(root: str) -> str:
+    """The ``tensorboard`` command that shows every epoch's images and histograms.
+
+    TensorBoard keeps a random sample of 10 images and 500 histograms per tag unless told
+    otherwise; ``--samples_per_plugin images=0,histograms=0`` keeps them all.
+    """
+    return f"tensorboard --logdir {root} --samples_per_plugin images=0,histograms=0"
 
 
 def tensorboard_root(trainer: pl.Trainer) -> str | None:

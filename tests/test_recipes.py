@@ -16,6 +16,8 @@ from _wandb_reader import read_wandb_records as _wandb_records
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from lightning_srop import SROPWarning
+from lightning_srop.layers import resolve_layers
 from recipes import imagenet, mnist
 from recipes.blurpool import BlurPool2d, antialias_resnet, binomial_filter
 
@@ -54,8 +56,7 @@ def _png_shape(path: Path) -> tuple[int, ...]:
 def _tiny_trainer_args(root: Path, epochs: int = 2) -> list[str]:
     return [
         f"--trainer.max_epochs={epochs}",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
+        f"--trainer.default_root_dir={root}",  # moves the logger's save_dir too
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
         "--trainer.enable_checkpointing=false",
@@ -88,12 +89,16 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     log_dir = root / "tensorboard" / "version_0"
     assert f"Logs:        {log_dir}" in out
-    assert f"tensorboard --logdir {root / 'tensorboard'}" in out
+    command = f"tensorboard --logdir {root / 'tensorboard'} --samples_per_plugin images=0,"
+    assert command in out  # 0 = keep every epoch's images (TensorBoard's default keeps 10)
+    assert "Smoothing to 0" in out
     png = log_dir / "srop_summary.png"
     assert f"Summary:     {png}" in out
 
     events = _events(log_dir)
     tags = set(events.Tags()["scalars"])
+    # The five layers that SmallCNN's docstring and the recipes page describe, no ReLU.
+    assert {t.split("/")[1] for t in tags if t.startswith("srop/")} == set(MNIST_LAYERS)
     for layer in MNIST_LAYERS:
         for stat in ("mean", "median"):
             tag = f"srop/{layer}/{stat}"
@@ -112,6 +117,49 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
         assert float(row["val/acc"]) == pytest.approx(event.value, rel=1e-6)
     height, width, _ = _png_shape(png)
     assert width > 800 and height > 300
+
+
+def test_mnist_recipe_layers_without_config_are_the_documented_five() -> None:
+    cli = mnist.main(["--trainer.max_epochs=1", "--trainer.logger=false"], run=False)
+    callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "SROPCallback")
+    names = tuple(name for name, _ in resolve_layers(cli.model, callback.layers))
+    assert names == MNIST_LAYERS
+
+
+def test_mnist_recipe_log_directories_follow_default_root_dir(tmp_path: Path) -> None:
+    """``--trainer.default_root_dir`` moves a logger left at the recipe's ``save_dir``; an
+    explicit ``--trainer.logger.init_args.save_dir`` is kept."""
+    config = ["--config", str(CONFIGS / "mnist.yaml")]
+    moved = mnist.main([*config, f"--trainer.default_root_dir={tmp_path / 'a'}"], run=False)
+    assert moved.trainer.logger.save_dir == str(tmp_path / "a")  # type: ignore[union-attr]
+    kept = mnist.main(
+        [
+            *config,
+            f"--trainer.default_root_dir={tmp_path / 'a'}",
+            f"--trainer.logger.init_args.save_dir={tmp_path / 'b'}",
+        ],
+        run=False,
+    )
+    assert kept.trainer.logger.save_dir == str(tmp_path / "b")  # type: ignore[union-attr]
+
+
+def test_mnist_recipe_says_once_when_fewer_batches_are_measured(tmp_path: Path) -> None:
+    with pytest.warns(SROPWarning) as caught:
+        cli = mnist.main(
+            [
+                "--config",
+                str(CONFIGS / "mnist.yaml"),
+                *_tiny_trainer_args(tmp_path, epochs=2),
+                "--trainer.limit_val_batches=1",
+                "--srop.num_batches=4",
+                "--summary.verbose=false",
+            ]
+        )
+    said = [str(w.message) for w in caught if "fewer than `num_batches`=4" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in caught]  # two measured epochs, one notice
+    assert "measured 1 validation batch(es)" in said[0] and "limit_val_batches" in said[0]
+    callback = next(c for c in cli.trainer.callbacks if type(c).__name__ == "SROPCallback")
+    assert callback.last_report.num_batches == 1
 
 
 def test_mnist_recipe_wandb_config(
