@@ -35,11 +35,25 @@ MNIST_LAYERS = (
 
 
 def _events(log_dir: Path) -> EventAccumulator:
-    files = list(log_dir.rglob("events.out.tfevents.*"))
-    assert files, f"no TensorBoard event file under {log_dir}"
-    acc = EventAccumulator(str(files[0].parent), size_guidance={"scalars": 0, "histograms": 0})
+    """The run of ``log_dir`` itself (not the layer runs below it)."""
+    files = list(log_dir.glob("events.out.tfevents.*"))
+    assert files, f"no TensorBoard event file in {log_dir}"
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "histograms": 0})
     acc.Reload()
     return acc
+
+
+def _srop_scalars(log_dir: Path) -> dict[str, list[float]]:
+    """``srop/{layer}/{stat}`` -> values, read from the layer runs the callback writes as
+    TensorBoard runs ``{log_dir}/srop/{NN}-{layer}/`` holding the tags ``srop/{stat}``."""
+    out: dict[str, list[float]] = {}
+    for run in sorted((log_dir / "srop").iterdir()):
+        layer = run.name.split("-", 1)[1]
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out[f"srop/{layer}/{tag.removeprefix('srop/')}"] = [e.value for e in acc.Scalars(tag)]
+    return out
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -97,13 +111,12 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
     events = _events(log_dir)
     tags = set(events.Tags()["scalars"])
+    srop = _srop_scalars(log_dir)
     # The five layers that SmallCNN's docstring and the recipes page describe, no ReLU.
-    assert {t.split("/")[1] for t in tags if t.startswith("srop/")} == set(MNIST_LAYERS)
+    assert {t.split("/")[1] for t in srop} == set(MNIST_LAYERS)
     for layer in MNIST_LAYERS:
         for stat in ("mean", "median"):
-            tag = f"srop/{layer}/{stat}"
-            assert tag in tags, sorted(tags)
-            values = [e.value for e in events.Scalars(tag)]
+            values = srop[f"srop/{layer}/{stat}"]
             assert len(values) == 2  # one per validation epoch, none from the sanity check
             assert all(0.0 < v < math.sqrt(2) / 2 for v in values)
     assert {"val/acc", "val/loss", "train/loss", "train/acc"} <= tags
@@ -111,8 +124,8 @@ def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFi
 
     rows = _read_csv(log_dir / "srop_summary.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
-    for row, event in zip(rows, events.Scalars("srop/features.conv1/mean"), strict=True):
-        assert float(row["srop/features.conv1/mean"]) == pytest.approx(event.value, rel=1e-6)
+    for row, value in zip(rows, srop["srop/features.conv1/mean"], strict=True):
+        assert float(row["srop/features.conv1/mean"]) == pytest.approx(value, rel=1e-6)
     for row, event in zip(rows, events.Scalars("val/acc"), strict=True):
         assert float(row["val/acc"]) == pytest.approx(event.value, rel=1e-6)
     height, width, _ = _png_shape(png)
@@ -240,7 +253,7 @@ def test_mnist_recipe_loads_torchvision_mnist_files(tmp_path: Path) -> None:
     x, y = module.val_set[0]
     assert x.shape == (1, 28, 28) and isinstance(y, int)
     events = _events(root / "tensorboard" / "version_0")
-    assert len(events.Scalars("srop/features.down/mean")) == 1
+    assert len(_srop_scalars(root / "tensorboard" / "version_0")["srop/features.down/mean"]) == 1
     assert len(events.Scalars("val/acc")) == 1
 
 
@@ -325,7 +338,7 @@ def test_imagenet_recipe_fit(
     assert len(blurs) == (7 if arch.endswith("blurpool") else 0)  # maxpool + 3 x (conv1, down)
     log_dir = root / "tensorboard" / "version_0"
     events = _events(log_dir)
-    tags = {t for t in events.Tags()["scalars"] if t.startswith("srop/")}
+    srop = _srop_scalars(log_dir)
     if arch == "resnet18":
         expected = {
             "model.conv1",
@@ -341,9 +354,9 @@ def test_imagenet_recipe_fit(
             "model.layer2.0.conv1.0",
             "model.layer2.0.conv1.1",
         }
-        assert {t.split("/")[1] for t in tags} == expected
+        assert {t.split("/")[1] for t in srop} == expected
     for layer in expected:
-        values = [e.value for e in events.Scalars(f"srop/{layer}/mean")]
+        values = srop[f"srop/{layer}/mean"]
         assert len(values) == 1 and 0.0 < values[0] < math.sqrt(2) / 2
     assert len(events.Scalars("val/acc")) == 1 and len(events.Scalars("val/acc5")) == 1
     assert _png_shape(log_dir / "srop_summary.png")[1] > 500
@@ -357,8 +370,7 @@ def test_imagenet_recipe_validate_only(tmp_path: Path, image_folder: Path) -> No
     )
     assert cli.datamodule.train_set is None  # validate never builds the training set
     log_dir = root / "tensorboard" / "version_0"
-    events = _events(log_dir)
-    assert len(events.Scalars("srop/model.layer3.0.conv1/mean")) == 1
+    assert len(_srop_scalars(log_dir)["srop/model.layer3.0.conv1/mean"]) == 1
     rows = _read_csv(log_dir / "srop_summary.csv")
     assert len(rows) == 1 and math.isfinite(float(rows[0]["srop/model.conv1/mean"]))
     assert _png_shape(log_dir / "srop_summary.png")[0] > 300
@@ -463,8 +475,7 @@ def test_imagenet_recipe_ddp_two_cpu_processes(tmp_path: Path, image_folder: Pat
     assert result.stdout.count("Summary:") == 1  # rank zero only
     versions = list((root / "tensorboard").iterdir())
     assert [v.name for v in versions] == ["version_0"]
-    events = _events(versions[0])
-    values = [e.value for e in events.Scalars("srop/model.layer2.0.conv1/mean")]
+    values = _srop_scalars(versions[0])["srop/model.layer2.0.conv1/mean"]
     assert len(values) == 2 and all(0.0 < v < math.sqrt(2) / 2 for v in values)
     rows = _read_csv(versions[0] / "srop_summary.csv")
     assert [int(r["epoch"]) for r in rows] == [0, 1]
