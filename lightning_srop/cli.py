@@ -7,11 +7,13 @@ folder, the bundled digits or a torchvision data set, on one device
 saved reports and run directories on one figure; ``export`` writes a logged run's curves.
 
 The parser is jsonargparse's (as ``LightningCLI``'s): flags, help and choices come from the
-signatures, docstrings and ``Literal`` types of :class:`~lightning_srop.options.SROPOptions`
-and of the subcommands' argument classes (:class:`Profile`, :class:`Compare`,
-:class:`Export`). Flags are dashed (``--roll-percent``); list flags take several values
-(``--stats mean q75``), mapping flags ``NAME=VALUE`` items (``--layout conv1=NHWC``), boolean
-flags stand alone (``--keep-dc``). Bad arguments end with one line on stderr and exit code 2;
+fields, docstrings and ``Literal`` types of :class:`~lightning_srop.options.SROPOptions` and
+of the subcommands' argument classes (:class:`Profile`, :class:`Compare`, :class:`Export`).
+The command line speaks the shell's idioms and translates them into jsonargparse's values
+before parsing: dashed flags (``--roll-percent``), several values per list flag (``--stats
+mean q75``), ``NAME=VALUE`` items for mappings (``--layout conv1=NHWC``), lone boolean flags
+(``--keep-dc``); jsonargparse's own forms (``--roll_percent``, ``--stats=[mean,q75]``) work
+too. Bad arguments end with one line on stderr and exit code 2;
 failures that are not the arguments' fault (a download) with one line and exit code 1.
 """
 
@@ -22,17 +24,19 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import json
 import logging
 import math
 import re
 import sys
+import textwrap
 import time
 import typing
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import UnionType
-from typing import TYPE_CHECKING, Any, Final, Literal, NoReturn, Union
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Union
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from torch import nn
@@ -40,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lightning_srop.options import SROPOptions, Unit
 from lightning_srop.report import SROPReport, format_table, write_csv
-from lightning_srop.statistics import Statistic
+from lightning_srop.statistics import STATISTICS, Statistic
 
 if TYPE_CHECKING:
     import torch
@@ -52,12 +56,7 @@ __all__ = ["PROG", "Compare", "Export", "Profile", "build_options", "build_parse
 #: The command's name (also the console script).
 PROG: Final[str] = "lightning-srop"
 
-#: Command-line forms of SROPOptions fields whose Python type says less than the command line
-#: can: ``--num-batches all`` (None), statistic names checked as choices.
-_CLI_TYPES: Final[dict[str, Any]] = {
-    "num_batches": int | Literal["all"],
-    "stats": Sequence[Statistic],
-}
+_T = TypeVar("_T")
 
 #: ImageNet statistics (torchvision's pretrained models expect them).
 _IMAGENET_MEAN: Final[tuple[float, float, float]] = (0.485, 0.456, 0.406)
@@ -195,7 +194,9 @@ _EXAMPLES: Final[dict[str, str]] = {
   lightning-srop profile --model resnet50 --data /data/imagenet/val --devices 8 --strategy ddp
 
 writes <out>/report.json, <out>/report.csv and <out>/report.png and prints the table.
-""",
+"""
+    + textwrap.fill(f"--stats takes any of: {', '.join(STATISTICS)}.", 92)
+    + "\n",
     "compare": """\
   # two saved reports, labelled, on a log axis
   lightning-srop compare random/report.json trained/report.json --labels random trained --log
@@ -218,160 +219,203 @@ writes <out>/srop.csv, <out>/srop.json and <out>/srop.png .
 
 
 # ---------------------------------------------------------------------------------------------
-# The parser: jsonargparse, with dashed flags, one-line errors and examples in the help
+# The parser: jsonargparse's, behind a translation of the shell's spellings into its values
 
 
-def _parser(**kwargs: Any) -> ArgumentParser:
-    """A jsonargparse ``ArgumentParser`` whose help keeps the examples' line breaks and whose
-    errors are one line (no usage block), exit code 2. (jsonargparse comes with the cli
-    extra, hence imported here.)"""
-    from jsonargparse import ArgumentParser, DefaultHelpFormatter
+#: The subcommands and their argument classes (profile takes SROPOptions' fields as well).
+_COMMANDS: Final[dict[str, type]] = {"profile": Profile, "compare": Compare, "export": Export}
 
-    class Help(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
-        def _get_type_str(self, action: argparse.Action) -> str | None:
-            shown = super()._get_type_str(action)  # short ones (int, str | null), no choices
-            return shown if shown and len(shown) < 20 and "Literal" not in shown else None
-
-    class Parser(ArgumentParser):
-        def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-            parser = getattr(ex, "subcommand_parser", None) or self
-            commands = self._subcommands_action.choices if self._subcommands_action else {}
-            named = re.search(rf"\b({'|'.join(commands) or '-'})\.(\w+)\b", message)
-            if named:  # "profile.data": a subcommand's key, in a message of the main parser
-                parser = commands[named[1]]
-                message = re.sub(rf"\b{named[1]}\.(\w+)\b", r'"\1"', message)
-            print(f"{parser.prog}: error: {_flagged(parser, message)}", file=sys.stderr)
-            raise SystemExit(2)
-
-    return Parser(formatter_class=Help, **kwargs)
+#: Choices the types do not spell: statistic names (SROPOptions.stats is a Sequence[str]) and
+#: ``--num-batches all`` (None).
+_CLI_CHOICES: Final[dict[str, tuple[str, ...]]] = {"stats": STATISTICS, "num_batches": ("all",)}
 
 
-def _choices(hint: Any) -> list[Any]:
-    """The ``Literal`` values anywhere in a type hint (``Sequence[Literal[...]]`` too)."""
-    if typing.get_origin(hint) is Literal:
-        return list(typing.get_args(hint))
-    return list(dict.fromkeys(c for arg in typing.get_args(hint) for c in _choices(arg)))
+class _Usage(Exception):
+    """Bad arguments: one line on stderr, exit code 2."""
 
 
-def _expected(hint: Any) -> str:
-    """What a flag of type ``hint`` takes, in words: its choices, or its types and choices."""
-    members = [t for t in _members(hint) if t is not type(None)]
-    others = [getattr(t, "__name__", str(t)) for t in members if not _choices(t)]
-    if not others:
-        return ", ".join(map(str, _choices(hint)))
-    return " or ".join([*others, *map(repr, _choices(hint))])
+def _hints(command: str) -> dict[str, Any]:
+    """The type of every option of a subcommand, by field name."""
+    hints = typing.get_type_hints(_COMMANDS[command])
+    if command == "profile":
+        hints |= typing.get_type_hints(SROPOptions)
+        del hints["owner"]
+    return hints
 
 
-def _flagged(parser: argparse.ArgumentParser, message: str) -> str:
-    """An error in command-line words, on one line: names of arguments as their flags, a
-    rejected value with the valid choices."""
-    flags = {a.dest: (a.option_strings or [str(a.metavar or a.dest)])[0] for a in parser._actions}
-    key = re.match(r'Parser key "(\w+)"', message)
-    if key and key[1] in flags:
-        hint = next(getattr(a, "_typehint", None) for a in parser._actions if a.dest == key[1])
-        got = re.search(r"Got value: (.*)", message) or re.search(r"Given value: (.*)", message)
-        value = got[1] if got else "?"
-        if all(_choices(t) for t in _members(hint) if t is not type(None)):
-            return f"{flags[key[1]]}: invalid choice: {value!r} (choose from {_expected(hint)})"
-        return f"{flags[key[1]]}: invalid value {value!r}; expected {_expected(hint)}"
-    message = re.sub(r"[`\"](\w+)[`\"]", lambda m: flags.get(m[1], m[0]), message)
-    return _one_line(message.removeprefix(f"{parser.prog}: "))
+def _flag(name: str, command: str) -> str:
+    """The command-line spelling of a field: ``--roll-percent``, or ``REPORTS`` (positional)."""
+    field = next((f for f in dataclasses.fields(_COMMANDS[command]) if f.name == name), None)
+    positional = command != "profile" and field is not None and _required(field)
+    return name.upper() if positional else "--" + name.replace("_", "-")
+
+
+def _required(field: dataclasses.Field[Any]) -> bool:
+    return field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
 
 
 def _members(hint: Any) -> tuple[Any, ...]:
     return typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
 
 
-def _item_type(hint: Any) -> Any:
-    """The type of one command-line value of a list- or mapping-valued type (``None`` for
-    other types): list items, or ``NAME=VALUE`` items of a mapping (and a plain value)."""
-    for member in _members(hint):
-        origin = typing.get_origin(member)
-        if origin in (list, Sequence):
-            return typing.get_args(member)[0]
-        if origin in (dict, Mapping):
-            return str
-    return None
+def _choices(hint: Any) -> list[str]:
+    """The ``Literal`` values anywhere in a type (``Mapping[str, Literal[...]]`` too)."""
+    if typing.get_origin(hint) is Literal:
+        return list(typing.get_args(hint))
+    return list(dict.fromkeys(c for arg in typing.get_args(hint) for c in _choices(arg)))
 
 
-def _cli_forms(parser: ArgumentParser) -> None:
-    """Adapt the flags jsonargparse made from signatures to the command line's spelling:
-    dashes, lone boolean flags, several values for list and mapping types, plain help."""
-    from jsonargparse._typehints import ActionTypeHint  # the action of typed flags
-
-    for action in parser._actions:
-        if not isinstance(action, ActionTypeHint):
-            continue
-        for option in action.option_strings:
-            del parser._option_string_actions[option]
-        action.option_strings = [s.replace("_", "-") for s in action.option_strings]
-        hint = action._typehint = _CLI_TYPES.get(action.dest, action._typehint)
-        item = _item_type(hint)
-        if not action.option_strings:  # a positional argument: RUN
-            action.metavar = action.dest.upper()
-        if hint is bool:
-            action.nargs, action.const = "?", True
-        elif item is not None:  # several values, each of the item type
-            action.option_strings = [s for s in action.option_strings if not s.endswith("+")]
-            action.nargs, action._typehint = "+", item
-            if action.default is not None:
-                default = action.default
-                action.default = [default] if isinstance(default, str) else list(default)
-            action.metavar = action.dest.upper().removesuffix("S")
-        for option in action.option_strings:
-            parser._option_string_actions[option] = action
-        help_text = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", action.help or "")
-        many = len(_choices(hint)) > 5  # listed in the help, not in the usage line
-        if many and action.nargs is None:
-            action.metavar = action.dest.upper()
-        if _choices(hint) and (many or typing.get_origin(hint) is not Literal):
-            help_text += f" Takes: {_expected(hint)}."
-        action.help = help_text.replace("``", "")
+def _takes(hint: Any, *origins: Any) -> bool:
+    return any(m in origins or typing.get_origin(m) in origins for m in _members(hint))
 
 
-def _plain(hint: Any, value: Any) -> Any:
-    """A parsed value as a field of type ``hint`` takes it: ``NAME=VALUE`` items as a mapping,
-    one value of a type that takes one as itself (``--layers 'conv\\d'`` is a pattern)."""
-    if not isinstance(value, list) or _item_type(hint) is None:
-        return value
-    mapping = any(typing.get_origin(m) in (dict, Mapping) for m in _members(hint))
-    if mapping and all("=" in v for v in value):
-        return dict(v.rsplit("=", 1) for v in value)
-    single = any(m is str or typing.get_origin(m) is Literal for m in _members(hint))
-    if len(value) == 1 and single:
-        return value[0]
+def _checked(value: str, name: str, command: str, key: str = "") -> str:
+    """``value`` if it is one of the option's choices (or the option has none)."""
+    hint = _hints(command)[name]
+    choices = _CLI_CHOICES.get(name) or _choices(hint)
+    number = _takes(hint, int) and value.lstrip("-").isdigit()
+    if choices and value not in choices and not number:
+        flag = _flag(name, command) + (f"[{key!r}]" if key else "")
+        also = " or an int" if _takes(hint, int) else ""
+        raise _Usage(f"{flag}: invalid choice: {value!r} (choose from {', '.join(choices)}{also})")
     return value
 
 
-def _fields(cls: type, args: Namespace) -> dict[str, Any]:
-    """The parsed values of the fields of ``cls`` (a dataclass) as the fields take them."""
-    hints = typing.get_type_hints(cls)
-    return {k: _plain(_CLI_TYPES.get(k, hints[k]), args[k]) for k in hints if k in args}
+def _value(name: str, values: list[str], command: str) -> str:
+    """One jsonargparse value (YAML / JSON) for an option given ``values`` on the command line:
+    ``NAME=VALUE`` items as a mapping, several values (or one of a list type) as a list."""
+    hint = _hints(command)[name]
+    if name == "num_batches" and values == ["all"]:
+        return "null"
+    if len(values) == 1 and values[0].startswith(("[", "{")):  # jsonargparse's own form
+        return values[0]
+    if _takes(hint, Mapping, dict) and values and all("=" in v for v in values):
+        items = dict(v.split("=", 1) for v in values)
+        return json.dumps({k: _checked(v, name, command, k) for k, v in items.items()})
+    values = [_checked(v, name, command) for v in values]
+    if len(values) == 1 and (
+        _takes(hint, str) or _choices(hint) or not _takes(hint, list, Sequence, tuple)
+    ):
+        return values[0]
+    return json.dumps(values)
+
+
+def _native(argv: Sequence[str]) -> list[str]:
+    """The arguments in jsonargparse's spelling: ``--num-batches`` as ``--num_batches``, a
+    boolean flag alone as ``--keep_dc=true``, ``--stats mean q75`` as a list, ``--layout
+    conv1=NHWC`` as a mapping, ``--num-batches all`` as null, ``compare a b`` as one list.
+
+    Examples:
+        >>> _native(["profile", "--num-batches", "all", "--keep-dc", "--stats", "mean", "q75"])
+        ['profile', '--num_batches=null', '--keep_dc=true', '--stats=["mean", "q75"]']
+        >>> _native(["compare", "a.json", "b.json", "--log", "--out=cmp"])
+        ['compare', '["a.json", "b.json"]', '--log=true', '--out=cmp']
+    """
+    argv = list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command not in _COMMANDS:
+        return argv
+    hints = _hints(command)
+    listed = [f.name for f in dataclasses.fields(_COMMANDS[command]) if _required(f)]
+    listed = [name for name in listed if _takes(hints[name], list)]  # compare's REPORT ...
+    i = argv.index(command) + 1
+    out, positional = argv[:i], list[str]()
+    while i < len(argv):
+        token, i = argv[i], i + 1
+        name, eq, inline = token.removeprefix("--").partition("=")
+        name = name.replace("-", "_")
+        if not token.startswith("--") or name not in hints:
+            (positional if listed and not token.startswith("-") else out).append(token)
+            continue
+        hint, values = hints[name], [inline] if eq else []
+        many = _takes(hint, list, Sequence, tuple, Mapping, dict)
+        while not eq and i < len(argv) and not argv[i].startswith("-" if many else "--"):
+            if hint is bool and argv[i].lower() not in ("true", "false"):
+                break
+            values.append(argv[i])
+            i += 1
+            if not many:
+                break
+        if hint is bool and not values:
+            values = ["true"]
+        out.append(f"--{name}=" + _value(name, values, command) if values else f"--{name}")
+    if positional:
+        out.insert(argv.index(command) + 1, _value(listed[0], positional, command))
+    return out
+
+
+def _spelled(message: str, command: str) -> str:
+    """jsonargparse's message on one line, field names as flags (``"num_batches"``,
+    ``profile.data`` and ``--num_batches`` as ``--num-batches``)."""
+    hints = _hints(command) if command in _COMMANDS else {}
+
+    def flag(match: re.Match[str]) -> str:
+        name = next(g for g in match.groups() if g)
+        return _flag(name, command) if name in hints else match[0]
+
+    pattern = rf'"(\w+)"|`(\w+)`|\b{command or "-"}\.(\w+)\b|--(\w+)'
+    return _one_line(re.sub(pattern, flag, message).replace("Parser key ", ""))
+
+
+def _help_formatter() -> type[argparse.HelpFormatter]:
+    from jsonargparse import DefaultHelpFormatter
+
+    options = {n for c in _COMMANDS for n in _hints(c)}
+
+    class Help(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        """jsonargparse's help (types, defaults) with the examples' line breaks, dashed flags
+        and docstring markup as plain text."""
+
+        def format_help(self) -> str:
+            text = super().format_help()
+            text = re.sub(
+                r"--(\w+)", lambda m: m[0].replace("_", "-") if m[1] in options else m[0], text
+            )
+            return re.sub(r":\w+:`~?([\w.]+)`", r"\1", text).replace("``", "")
+
+    return Help
 
 
 def build_parser() -> ArgumentParser:
     """The ``lightning-srop`` parser with its ``profile``, ``compare`` and ``export``
-    subcommands."""
+    subcommands; its ``parse_args`` takes the command line's spellings (dashed flags, several
+    values per list flag, ``NAME=VALUE`` items, lone boolean flags)."""
+    from jsonargparse import ArgumentParser
+
     from lightning_srop import __version__
 
-    parser = _parser(
+    class Parser(ArgumentParser):
+        def parse_args(  # type: ignore[override]  # as jsonargparse's own
+            self, args: Sequence[str] | None = None, *rest: Any, **kwargs: Any
+        ) -> Namespace:
+            try:
+                native = _native(sys.argv[1:] if args is None else args)
+            except _Usage as err:  # a value outside its choices
+                self.error(str(err))
+            return super().parse_args(native, *rest, **kwargs)
+
+    help_formatter = _help_formatter()
+    parser = Parser(
         prog=PROG,
         description="Spectral roll-off points (SROPs) of feature maps, per layer.",
         epilog="examples:\n" + _EXAMPLES[""],
+        formatter_class=help_formatter,
+        exit_on_error=False,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subcommands(dest="command", metavar="COMMAND")
-    for name, cls in (("profile", Profile), ("compare", Compare), ("export", Export)):
-        description = inspect.getdoc(cls).split("\n", 1)[0]  # type: ignore[union-attr]
-        command = _parser(description=description, epilog="examples:\n" + _EXAMPLES[name])
+    for name, cls in _COMMANDS.items():
+        description = (inspect.getdoc(cls) or "").split("\n", 1)[0]
+        command = ArgumentParser(
+            description=description,
+            epilog="examples:\n" + _EXAMPLES[name],
+            formatter_class=help_formatter,
+            exit_on_error=False,
+        )
         command.add_class_arguments(cls, as_group=False, as_positional=cls is not Profile)
         if cls is Profile:
             command.add_class_arguments(SROPOptions, skip={"owner"})
-            group = (command.groups or {})["SROPOptions"]
-            group.title = "measurement options (lightning_srop.SROPOptions)"
-            group.description = None
-            command.set_defaults(num_batches="all")
-        _cli_forms(command)
+            command.set_defaults(num_batches=None)  # profile measures all batches by default
         commands.add_subcommand(name, command, help=description)
         command.prog = f"{PROG} {name}"
     return parser
@@ -393,34 +437,34 @@ def _import_object(path: str) -> Any:
         raise LookupError(f"module {module_name!r} has no attribute {attribute!r}") from None
 
 
-def _class_model(args: Profile, parser: argparse.ArgumentParser) -> nn.Module:
+def _class_model(args: Profile) -> nn.Module:
     try:
         cls = _import_object(args.model)
     except LookupError as err:
-        parser.error(f"--model {args.model!r}: {err}.")
+        raise _Usage(f"--model {args.model!r}: {err}.") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
-        parser.error(f"--model {args.model!r} is not an nn.Module / LightningModule class.")
+        raise _Usage(f"--model {args.model!r} is not an nn.Module / LightningModule class.")
     if args.weights.lower() != "none":
-        parser.error("--weights is for torchvision models; a class path takes --checkpoint.")
+        raise _Usage("--weights is for torchvision models; a class path takes --checkpoint.")
     if args.checkpoint is None:
         try:
             built: nn.Module = cls()
             return built
         except TypeError as err:
-            parser.error(
+            raise _Usage(
                 f"--model {args.model!r} cannot be built without arguments ({err}); give "
                 "--checkpoint to load a LightningModule with its saved hyperparameters."
-            )
+            ) from err
     if not issubclass(cls, LightningModule):
-        parser.error(
+        raise _Usage(
             f"--checkpoint needs a LightningModule class; {args.model!r} is a plain nn.Module."
         )
     if not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint {args.checkpoint!r}: no such file.")
+        raise _Usage(f"--checkpoint {args.checkpoint!r}: no such file.")
     return cls.load_from_checkpoint(args.checkpoint, map_location="cpu")
 
 
-def _torchvision_model(args: Profile, parser: argparse.ArgumentParser) -> nn.Module:
+def _torchvision_model(args: Profile) -> nn.Module:
     import torch
     from torchvision import models
 
@@ -429,19 +473,21 @@ def _torchvision_model(args: Profile, parser: argparse.ArgumentParser) -> nn.Mod
     if name not in known:
         close = difflib.get_close_matches(name, known, n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        parser.error(
+        raise _Usage(
             f"--model {name!r} is neither a torchvision model name nor a class path "
             f"(mypkg.MyModule).{hint}"
         )
     if args.checkpoint is not None:
-        parser.error("--checkpoint needs --model as a LightningModule class path.")
+        raise _Usage("--checkpoint needs --model as a LightningModule class path.")
     if args.weights.lower() == "none":
         return typing.cast("nn.Module", models.get_model(name, weights=None))
     try:
         weights = models.get_model_weights(name).verify(args.weights)
     except (KeyError, ValueError):
         names = ["none", "DEFAULT", *(w.name for w in models.get_model_weights(name))]
-        parser.error(f"--weights {args.weights!r} for {name}: valid choices: {', '.join(names)}.")
+        raise _Usage(
+            f"--weights {args.weights!r} for {name}: valid choices: {', '.join(names)}."
+        ) from None
     try:
         return typing.cast("nn.Module", models.get_model(name, weights=weights))
     except OSError as err:  # URLError without a network, an unwritable cache
@@ -541,9 +587,9 @@ def _torchvision_dataset_names() -> list[str]:
     ]
 
 
-def _dataset(args: Profile, parser: argparse.ArgumentParser, channels: int) -> Dataset[Any]:
+def _dataset(args: Profile, channels: int) -> Dataset[Any]:
     if args.image_size is not None and args.image_size < 1:
-        parser.error(f"--image-size must be a positive number of pixels; got {args.image_size}.")
+        raise _Usage(f"--image-size must be a positive number of pixels; got {args.image_size}.")
     if args.data == "digits":
         return _digits(args.image_size or 28, channels)
     size = args.image_size or 224
@@ -556,18 +602,18 @@ def _dataset(args: Profile, parser: argparse.ArgumentParser, channels: int) -> D
             images: Dataset[Any] = ImageFolder(str(folder), transform=transform)
             return images
         except (FileNotFoundError, OSError) as err:
-            parser.error(
+            raise _Usage(
                 f"--data {args.data!r} is not an image folder (<dir>/<class>/<image>): "
                 f"{_one_line(str(err))}"
-            )
+            ) from err
     names = _torchvision_dataset_names()
     if args.data in names:
         return _torchvision_dataset(args.data, args, transform)
     if folder.exists():
-        parser.error(f"--data {args.data!r} is a file, not an image folder.")
+        raise _Usage(f"--data {args.data!r} is a file, not an image folder.")
     close = difflib.get_close_matches(args.data, [*names, "digits"], n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
-    parser.error(
+    raise _Usage(
         f"--data {args.data!r}: no such image folder, and not 'digits' or a torchvision data "
         f"set name.{hint}"
     )
@@ -577,7 +623,7 @@ def _dataset(args: Profile, parser: argparse.ArgumentParser, channels: int) -> D
 # profile: one device (profile) or a Lightning Trainer
 
 
-def _device(name: str, parser: argparse.ArgumentParser) -> torch.device:
+def _device(name: str) -> torch.device:
     import torch
 
     if name == "auto":
@@ -585,9 +631,9 @@ def _device(name: str, parser: argparse.ArgumentParser) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as err:
-        parser.error(f"--device {name!r}: {_one_line(str(err))}")
+        raise _Usage(f"--device {name!r}: {_one_line(str(err))}") from err
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(f"--device {name!r}: CUDA is not available here; use --device cpu.")
+        raise _Usage(f"--device {name!r}: CUDA is not available here; use --device cpu.")
     return device
 
 
@@ -604,13 +650,12 @@ def _profile_one_device(
     dataset: Dataset[Any],
     options: SROPOptions,
     args: Profile,
-    parser: argparse.ArgumentParser,
 ) -> tuple[SROPReport, int, str]:
     import torch
 
     from lightning_srop.profile import profile
 
-    device = _device(args.device, parser)
+    device = _device(args.device)
     loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     counter = [0]
     batches = _counted(loader, options.input_key, counter)
@@ -716,16 +761,16 @@ def _profile_trainer(
     return report, images, where
 
 
-def _profile_command(args: Profile, options: SROPOptions, parser: ArgumentParser) -> int:
+def _profile_command(args: Profile, options: SROPOptions) -> int:
     start = time.perf_counter()
     for flag in ("batch_size", "devices", "num_nodes"):
         if getattr(args, flag) < 1:
-            parser.error(f"`{flag}` must be >= 1; got {getattr(args, flag)}.")
+            raise _Usage(f"`{flag}` must be >= 1; got {getattr(args, flag)}.")
     if args.workers < 0:
-        parser.error(f"`workers` must be >= 0; got {args.workers}.")
+        raise _Usage(f"`workers` must be >= 0; got {args.workers}.")
     trainer_run = args.devices > 1 or args.num_nodes > 1 or args.strategy is not None
     if trainer_run and args.device != "auto":
-        parser.error("`device` is for one-device runs; a Trainer run takes `accelerator`.")
+        raise _Usage("`device` is for one-device runs; a Trainer run takes `accelerator`.")
 
     import torch
 
@@ -733,13 +778,13 @@ def _profile_command(args: Profile, options: SROPOptions, parser: ArgumentParser
 
     torch.manual_seed(args.seed)  # random weights: the same model for the same seed
     build = _class_model if "." in args.model else _torchvision_model
-    model = build(args, parser)
+    model = build(args)
     try:
-        resolve_layers(model, options.layers, owner=parser.prog)
+        resolve_layers(model, options.layers, owner=PROG)
     except (ValueError, TypeError) as err:
-        parser.error(str(err))
+        raise _Usage(str(err).removeprefix(f"{PROG}: ")) from err
     channels = _input_channels(model) or 3
-    dataset = _dataset(args, parser, channels)
+    dataset = _dataset(args, channels)
     label = args.label or args.model.rpartition(".")[2]
 
     measured = time.perf_counter()
@@ -748,7 +793,7 @@ def _profile_command(args: Profile, options: SROPOptions, parser: ArgumentParser
         if report is None:  # not rank zero: rank zero writes and prints
             return 0
     else:
-        report, images, where = _profile_one_device(model, dataset, options, args, parser)
+        report, images, where = _profile_one_device(model, dataset, options, args)
     done = time.perf_counter()
     report = dataclasses.replace(report, model=type(model).__name__, label=label)
 
@@ -790,7 +835,7 @@ def _unique(labels: Sequence[str]) -> list[str]:
     return out
 
 
-def _read_reports(args: Compare, parser: ArgumentParser) -> tuple[list[SROPReport], list[str]]:
+def _read_reports(args: Compare) -> tuple[list[SROPReport], list[str]]:
     """The reports to compare (files, or the last epoch of run directories), default labels."""
     reports: list[SROPReport] = []
     defaults: list[str] = []
@@ -802,9 +847,9 @@ def _read_reports(args: Compare, parser: ArgumentParser) -> tuple[list[SROPRepor
             try:
                 found = read_run(path, prefix=args.prefix)
             except (ValueError, OSError) as err:
-                parser.error(str(err))
+                raise _Usage(str(err)) from err
             if not found:
-                parser.error(f"{source!r}: no SROP scalars with prefix {args.prefix!r}.")
+                raise _Usage(f"{source!r}: no SROP scalars with prefix {args.prefix!r}.")
             report = found[-1]
             epoch = "" if report.epoch is None else f" epoch {report.epoch}"
             defaults.append(report.label or f"{path.name}{epoch}")
@@ -812,32 +857,32 @@ def _read_reports(args: Compare, parser: ArgumentParser) -> tuple[list[SROPRepor
             try:
                 report = SROPReport.from_json(path)
             except (ValueError, KeyError, TypeError) as err:
-                parser.error(f"{source!r} is not a report JSON file ({err}).")
+                raise _Usage(f"{source!r} is not a report JSON file ({err}).") from err
             defaults.append(
                 report.label or (path.parent.name if path.stem == "report" else path.stem)
             )
         else:
-            parser.error(f"{source!r}: no such report file or run directory.")
+            raise _Usage(f"{source!r}: no such report file or run directory.")
         reports.append(report)
     return reports, defaults
 
 
-def _compare_command(args: Compare, parser: ArgumentParser) -> int:
+def _compare_command(args: Compare) -> int:
     from lightning_srop.plots import compare, save_figure
     from lightning_srop.report import aligned_names
 
     if args.labels is not None and len(args.labels) != len(args.reports):
-        parser.error(
+        raise _Usage(
             f"`labels`: expected one label per report ({len(args.reports)}), got "
             f"{len(args.labels)}."
         )
-    reports, defaults = _read_reports(args, parser)
+    reports, defaults = _read_reports(args)
     labels = _unique(args.labels if args.labels is not None else defaults)
     try:
         figure = compare(reports, labels, log=args.log, unit=args.unit, title=args.title)
         columns = [r.values("mean", args.unit) for r in reports]
     except ValueError as err:
-        parser.error(str(err))
+        raise _Usage(str(err)) from err
     names = aligned_names(reports)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -854,7 +899,7 @@ def _compare_command(args: Compare, parser: ArgumentParser) -> int:
     return 0
 
 
-def _export_command(args: Export, parser: ArgumentParser) -> int:
+def _export_command(args: Export) -> int:
     import json
 
     from lightning_srop.plots import plot_over_epochs, save_figure
@@ -862,13 +907,13 @@ def _export_command(args: Export, parser: ArgumentParser) -> int:
 
     run = Path(args.run)
     if not run.exists():
-        parser.error(f"{args.run!r}: no such run directory.")
+        raise _Usage(f"{args.run!r}: no such run directory.")
     try:
         reports = read_run(run, prefix=args.prefix)
     except (ValueError, OSError) as err:
-        parser.error(str(err))
+        raise _Usage(str(err)) from err
     if not reports:
-        parser.error(f"{args.run!r}: no SROP scalars with prefix {args.prefix!r}.")
+        raise _Usage(f"{args.run!r}: no SROP scalars with prefix {args.prefix!r}.")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "srop.csv"
@@ -880,7 +925,7 @@ def _export_command(args: Export, parser: ArgumentParser) -> int:
     try:
         figure = plot_over_epochs(reports, statistic=args.statistic)
     except ValueError as err:
-        parser.error(str(err))
+        raise _Usage(str(err)) from err
     png = save_figure(figure, out / "srop.png")
 
     shown = reports[-6:]
@@ -909,23 +954,22 @@ def _export_command(args: Export, parser: ArgumentParser) -> int:
 # Entry point
 
 
-def build_options(args: Namespace, parser: ArgumentParser) -> SROPOptions:
-    """One validated :class:`~lightning_srop.options.SROPOptions` from a subcommand's parsed
-    flags; a validation error becomes ``parser.error`` (one line naming the flag, exit 2).
+def build_options(args: Namespace) -> SROPOptions:
+    """One validated :class:`~lightning_srop.options.SROPOptions` from ``profile``'s parsed
+    flags (``ValueError`` / ``TypeError`` naming the option when a value is invalid).
 
     Examples:
-        >>> parser = build_parser()
-        >>> args = parser.parse_args(["profile", "--model", "m", "--data", "d", "--unit", "input"])
-        >>> build_options(args.profile, parser)
+        >>> args = build_parser().parse_args(["profile", "--model", "m", "--data", "d", "--unit", "input"])
+        >>> build_options(args.profile)
         SROPOptions(layers=None, num_batches=None, roll_percent=0.85, ..., unit='input', ...)
     """
-    values = _fields(SROPOptions, args)
-    if values.get("num_batches") == "all":
-        values["num_batches"] = None
-    try:
-        return SROPOptions(**values, owner=parser.prog)
-    except (ValueError, TypeError) as err:
-        parser.error(str(err))
+    names = [f.name for f in dataclasses.fields(SROPOptions) if f.name != "owner"]
+    return SROPOptions(**{name: args[name] for name in names}, owner=f"{PROG} profile")
+
+
+def _arguments(cls: type[_T], args: Namespace) -> _T:
+    """The parsed values of a subcommand as its argument class."""
+    return cls(**{f.name: args[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -936,24 +980,32 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The exit code: 0 on success, 1 when a run fails for a reason outside the arguments
-        (one line on stderr). Bad arguments exit with code 2 through ``SystemExit``.
+        (one line on stderr). Bad arguments exit with code 2 through ``SystemExit``, after one
+        line on stderr that names the flag.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    name = next((a for a in argv if not a.startswith("-")), "")
+    prog = f"{PROG} {name}" if name in _COMMANDS else PROG
     try:
         parser = build_parser()
     except ModuleNotFoundError as err:  # jsonargparse comes with the cli extra
         print(f"{PROG}: error: {err}; pip install 'lightning-srop[cli]'", file=sys.stderr)
         return 1
-    cfg = parser.parse_args(argv)
-    name: str = cfg.command
-    command = parser._subcommands_action.choices[name]  # type: ignore[union-attr]
-    args = cfg[name]
     try:
-        if name == "profile":
-            options = build_options(args, command)
-            return _profile_command(Profile(**_fields(Profile, args)), options, command)
-        if name == "compare":
-            return _compare_command(Compare(**_fields(Compare, args)), command)
-        return _export_command(Export(**_fields(Export, args)), command)
+        cfg = parser.parse_args(argv)
+        args = cfg[cfg.command]
+        if cfg.command == "profile":
+            try:
+                options = build_options(args)
+            except (ValueError, TypeError) as err:
+                raise _Usage(str(err).removeprefix(f"{prog}: ")) from err
+            return _profile_command(_arguments(Profile, args), options)
+        if cfg.command == "compare":
+            return _compare_command(_arguments(Compare, args))
+        return _export_command(_arguments(Export, args))
+    except (_Usage, argparse.ArgumentError) as err:
+        print(f"{prog}: error: {_spelled(str(err), name)}", file=sys.stderr)
+        raise SystemExit(2) from None
     except _Failure as err:
-        print(f"{command.prog}: error: {_one_line(str(err))}", file=sys.stderr)
+        print(f"{prog}: error: {_one_line(str(err))}", file=sys.stderr)
         return 1
