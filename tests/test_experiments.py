@@ -15,7 +15,12 @@ import pytest
 import torch
 from PIL import Image
 
-from recipes.experiments import architecture_variation, input_variation, training_stages
+from recipes.experiments import (
+    architecture_variation,
+    input_variation,
+    training_stages,
+    vit_training_stages,
+)
 from recipes.experiments._common import (
     RULE,
     SUMMARY_COLUMNS,
@@ -128,6 +133,10 @@ def test_command_line_from_signature(capsys: pytest.CaptureFixture[str]) -> None
         (input_variation, ["--weights", "--cases", "--max-train", "--max-val", "--download"]),
         (architecture_variation, ["--image-dir", "--num-images", "--image-size", "--models"]),
         (training_stages, ["--num-profile", "--arch", "--weights", "--max-train", "--data-dir"]),
+        (
+            vit_training_stages,
+            ["--image-size", "--patch-size", "--embed-dim", "--depth", "--num-heads", "--lr"],
+        ),
     ],
 )
 def test_experiment_flags(
@@ -568,3 +577,130 @@ def test_training_stages_pretrained_folder(tmp_path: Path, monkeypatch: pytest.M
     _pick(summary, layer="conv1", quantity="log_srop[trained - randomized]")
     with pytest.raises(SystemExit):
         training_stages.main(["--image-dir", str(images), "--arch", "resnet19"])
+
+
+# --------------------------------------------------------------------------------------------
+# training stages in a vision transformer
+
+
+def test_vit_training_stages_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    vit_training_stages.main(
+        [
+            "--out-dir",
+            str(tmp_path),
+            "--epochs",
+            "2",
+            "--max-train",
+            "128",
+            "--num-profile",
+            "32",
+            "--embed-dim",
+            "16",
+            "--depth",
+            "2",
+            "--num-heads",
+            "2",
+            "--seeds",
+            "2",
+        ]
+    )
+    raw = _check_stages(tmp_path / "vit_training_stages.csv", 2)
+    # profile's default choice on the ViT: the patch embedding and every block, in order
+    layers = ["vit.patch_embed.proj", "vit.blocks.0", "vit.blocks.1"]
+    for s in ("0", "1"):
+        mine = [r for r in raw if r["seed"] == s]
+        conditions = [(r["condition"], int(r["epoch"])) for r in mine]
+        assert list(dict.fromkeys(conditions)) == [
+            ("randomized", 0),
+            ("trained", 1),
+            ("trained", 2),
+            ("shuffled_labels", 1),
+            ("shuffled_labels", 2),
+            ("ds", -1),
+        ]
+        for condition, epoch in dict.fromkeys(conditions):
+            sel = [r for r in mine if (r["condition"], int(r["epoch"])) == (condition, epoch)]
+            assert [r["layer"] for r in sel] == layers
+            assert [int(r["depth"]) for r in sel] == list(range(len(layers)))
+            assert len({r["accuracy"] for r in sel}) == 1  # one accuracy per model and stage
+        # every layer is on the 8 x 8 patch grid: one benchmark (two k2 pools of 32 x 32)
+        assert len({r["mean_srop"] for r in mine if r["condition"] == "ds"}) == 1
+        # trained and control start from one randomized network, written once
+        assert sum(r["condition"] == "randomized" for r in mine) == len(layers)
+    summary = _read_summary(
+        tmp_path / "vit_training_stages_summary.csv", ["layer", "depth"], seeds=2
+    )
+    for layer in layers:
+        for quantity in (
+            "mean_srop[randomized]",
+            "mean_srop[trained]",
+            "mean_srop[shuffled_labels]",
+            "mean_srop[ds]",
+        ):
+            assert _pick(summary, layer=layer, quantity=quantity)["verdict"] == "n/a"
+        for quantity in (
+            "log_srop[trained - randomized]",
+            "log_srop[trained - shuffled_labels]",
+            "spearman[accuracy, mean_srop]",
+        ):
+            row = _pick(summary, layer=layer, quantity=quantity)
+            assert row["paper_direction"] == "< 0" and row["seeds"] == "2"
+            # the verdict rule, from the per-seed values in the rows
+            per_seed = []
+            for s in ("0", "1"):
+                final = {
+                    c: max(
+                        (
+                            r
+                            for r in raw
+                            if (r["seed"], r["layer"], r["condition"]) == (s, layer, c)
+                        ),
+                        key=lambda r: int(r["epoch"]),
+                    )
+                    for c in ("randomized", "trained", "shuffled_labels")
+                }
+                if quantity.startswith("log_srop"):
+                    control = quantity.removesuffix("]").rsplit(" - ", 1)[1]
+                    per_seed.append(
+                        float(final["trained"]["log_mean_srop"])
+                        - float(final[control]["log_mean_srop"])
+                    )
+            if per_seed:
+                mean, low, high = (float(row[k]) for k in ("mean", "low", "high"))
+                assert mean == pytest.approx(sum(per_seed) / 2, abs=2e-5)
+                assert (low, high) == pytest.approx((min(per_seed), max(per_seed)), abs=2e-5)
+                assert row["verdict"] == verdict(min(per_seed), max(per_seed))
+    for condition in ("trained", "shuffled_labels"):
+        _pick(summary, layer="-", quantity=f"accuracy[{condition}]")
+    _assert_png(tmp_path / "vit_training_stages.png")
+    _assert_png(tmp_path / "vit_training_stages_reports.png", min_width=500)
+    import json
+
+    from lightning_srop import SROPReport
+
+    saved = json.loads((tmp_path / "vit_training_stages_reports.json").read_text())
+    assert list(saved) == ["randomized", "trained", "shuffled_labels"]
+    report = SROPReport.from_dict(saved["trained"])
+    assert report.names == layers
+    for name in layers[1:]:  # blocks read as tokens on the patch grid, class token left out
+        meta = report[name].meta
+        assert meta is not None and meta.layout == "tokens"
+        assert meta.map_size == (8, 8) and meta.prefix_tokens == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--image-size", "30"], "must be a multiple of --patch-size 4"),
+        (["--image-size", "4"], "too small"),
+        (["--embed-dim", "30"], "must be a multiple of --num-heads 4"),
+    ],
+)
+def test_vit_training_stages_checks(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        vit_training_stages.main(argv)
+    assert stop.value.code == 2
+    assert message in capsys.readouterr().err

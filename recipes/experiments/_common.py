@@ -176,9 +176,15 @@ def downscale_bank(times: int) -> nn.Sequential:
 
 
 def ds_means(x: Tensor, downscales: Iterable[float]) -> dict[int, float]:
-    """``{downscale: mean SROP of x after log2(downscale) benchmark pools}`` via ``profile``."""
+    """``{downscale: mean SROP of x after log2(downscale) benchmark pools}`` via ``profile``.
+
+    Every output is stated to be ``(N, C, H, W)`` maps: ``x1`` is an ``Identity`` (no layout
+    of its own), and a one-channel square image is otherwise refused as attention-like."""
     times = {max(0, round(math.log2(d))) for d in downscales}
-    report = profile(downscale_bank(max(times)), x, layers=[f"x{2**t}" for t in sorted(times)])
+    names = [f"x{2**t}" for t in sorted(times)]
+    report = profile(
+        downscale_bank(max(times)), x, layers=names, layout=dict.fromkeys(names, "NCHW")
+    )
     return {2**t: report[f"x{2**t}"].stats["mean"] for t in sorted(times)}
 
 

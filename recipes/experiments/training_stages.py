@@ -34,7 +34,7 @@ Run::
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,7 +62,19 @@ from recipes.experiments._common import (
     write_csv,
 )
 
-__all__ = ["CONDITIONS", "LAYERS", "StageRecorder", "main", "run", "shuffled_labels"]
+__all__ = [
+    "CONDITIONS",
+    "LAYERS",
+    "StageRecorder",
+    "digits_seed",
+    "main",
+    "plot",
+    "print_seed",
+    "run",
+    "shuffled_labels",
+    "summary",
+    "write_outputs",
+]
 
 LAYERS: tuple[str, ...] = (
     "features.conv1",
@@ -81,14 +93,26 @@ def shuffled_labels(labels: Tensor, seed: int) -> Tensor:
 
 
 class StageRecorder(pl.Callback):
-    """Profile the model's layers and measure accuracy before training and after each epoch."""
+    """Profile the model's layers and measure accuracy before training and after each epoch.
 
-    def __init__(self, x: Tensor, y: Tensor, layers: Sequence[str] = LAYERS) -> None:
-        self.x, self.y, self.layers = x, y, list(layers)
+    ``layers=None`` measures :func:`lightning_srop.profile`'s default choice; ``changes`` are
+    further option fields for ``profile`` (e.g. ``layout=``, ``grid=``, ``prefix_tokens=``).
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        layers: Sequence[str] | None = LAYERS,
+        **changes: Any,
+    ) -> None:
+        self.x, self.y = x, y
+        self.layers = None if layers is None else list(layers)
+        self.changes = changes
         self.stages: list[tuple[int, float, SROPReport]] = []
 
     def record(self, model: torch.nn.Module, epoch: int) -> None:
-        report = profile(model, self.x, layers=self.layers, label=f"epoch {epoch}")
+        report = profile(model, self.x, layers=self.layers, label=f"epoch {epoch}", **self.changes)
         self.stages.append((epoch, evaluate(model, self.x, self.y), report))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -138,7 +162,7 @@ def _ds_rows(
     ]
 
 
-def _digits_seed(
+def digits_seed(
     seed: int,
     tx: Tensor,
     ty: Tensor,
@@ -147,15 +171,25 @@ def _digits_seed(
     *,
     epochs: int,
     batch_size: int,
+    build: Callable[[], pl.LightningModule] | None = None,
+    layers: Sequence[str] | None = LAYERS,
+    changes: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, SROPReport]]:
-    from recipes.mnist import SmallCNN
+    """One seed of the digits check: the model ``build()`` (default
+    :class:`recipes.mnist.SmallCNN`) initialized with ``seed``, trained on the true and on the
+    shuffled labels, ``layers`` (``None``: profile's default choice, as the randomized
+    network's report lists them) profiled with the option ``changes`` at every stage."""
+    if build is None:
+        from recipes.mnist import SmallCNN
 
+        build = SmallCNN
     rows: list[dict[str, Any]] = []
     reports: dict[str, SROPReport] = {}
+    names = list(layers) if layers is not None else None
     for condition, labels in (("trained", ty), ("shuffled_labels", shuffled_labels(ty, seed))):
         torch.manual_seed(seed)
-        model = SmallCNN()  # the same initial weights for both conditions
-        recorder = StageRecorder(vx, vy)
+        model = build()  # the same initial weights for both conditions
+        recorder = StageRecorder(vx, vy, layers, **(changes or {}))
         train_model(
             model, tx, labels, epochs=epochs, batch_size=batch_size, seed=seed, callbacks=[recorder]
         )
@@ -163,7 +197,8 @@ def _digits_seed(
             if epoch == 0 and condition != "trained":
                 continue  # the control starts from the very same randomized network
             name = "randomized" if epoch == 0 else condition
-            for depth, layer in enumerate(LAYERS):
+            names = names or list(report.names)
+            for depth, layer in enumerate(names):
                 stats = report[layer].stats
                 rows.append(
                     _row(
@@ -179,7 +214,7 @@ def _digits_seed(
                 )
         reports.setdefault("randomized", recorder.stages[0][2])
         reports[condition] = recorder.stages[-1][2]
-    rows += _ds_rows(seed, vx, reports["randomized"], LAYERS)
+    rows += _ds_rows(seed, vx, reports["randomized"], names or [])
     return rows, reports
 
 
@@ -314,59 +349,88 @@ def run(
                 data, data_dir, download=download, max_train=max_train, max_val=num_profile, seed=s
             )
             tx, vx = (tx - 0.5) / 0.5, (vx - 0.5) / 0.5
-            seed_rows, reports = _digits_seed(
+            seed_rows, reports = digits_seed(
                 s, tx, ty, vx, vy, epochs=epochs, batch_size=batch_size
             )
         rows += seed_rows
         first = first or reports
-        accs = {
-            c: max((r for r in seed_rows if r["condition"] == c), key=lambda r: r["epoch"])[
-                "accuracy"
-            ]
-            for c in ("randomized", "trained", "shuffled_labels")
-            if any(r["condition"] == c for r in seed_rows)
-        }
-        print(
-            f"seed {s}: accuracy "
-            + ", ".join(f"{c} {a:.3f}" for c, a in accs.items())
-            + f"  ({timer.elapsed:.0f} s)"
-        )
-    table = summary(rows)
+        print_seed(s, seed_rows, timer)
     source = image_dir and f"{arch} ({weights or 'random'} weights) on {image_dir}"
+    table = write_outputs(
+        out_dir, "training_stages", rows, first, seed=seed, data=source or data, timer=timer
+    )
+    return rows, table
+
+
+def print_seed(seed: int, rows: Sequence[dict[str, Any]], timer: Timer) -> None:
+    """Print one seed's final accuracies and the time so far."""
+    accs = {
+        c: max((r for r in rows if r["condition"] == c), key=lambda r: r["epoch"])["accuracy"]
+        for c in ("randomized", "trained", "shuffled_labels")
+        if any(r["condition"] == c for r in rows)
+    }
+    print(
+        f"seed {seed}: accuracy "
+        + ", ".join(f"{c} {a:.3f}" for c, a in accs.items())
+        + f"  ({timer.elapsed:.0f} s)"
+    )
+
+
+def write_outputs(
+    out_dir: Path,
+    stem: str,
+    rows: Sequence[dict[str, Any]],
+    first: Mapping[str, SROPReport],
+    *,
+    seed: int,
+    data: str,
+    timer: Timer,
+    strip: str = "features.",
+) -> list[dict[str, Any]]:
+    """Summarize ``rows`` (:func:`summary`), write ``<stem>.csv``, ``<stem>_summary.csv``, the
+    figures ``<stem>.png`` (:func:`plot`) and ``<stem>_reports.png`` and the first seed's
+    reports ``<stem>_reports.json`` into ``out_dir``, print the verdicts; return the summary.
+    ``strip`` is left out of the layer names on the figure's axes."""
+    table = summary(rows)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(out_dir / "training_stages.csv", rows)
-    write_csv(out_dir / "training_stages_summary.csv", table, comments=[f"rule: {RULE}"])
-    save_reports(out_dir / "training_stages_reports.json", first)
+    write_csv(out_dir / f"{stem}.csv", rows)
+    write_csv(out_dir / f"{stem}_summary.csv", table, comments=[f"rule: {RULE}"])
+    save_reports(out_dir / f"{stem}_reports.json", first)
     figure = compare(
         list(first.values()),
         list(first),
         log=True,
         title=f"seed {seed}: mean SROP per layer, 25-75 % bands",
     )
-    save_figure(figure, out_dir / "training_stages_reports.png")
-    plot(rows, table, out_dir / "training_stages.png", data=source or data)
+    save_figure(figure, out_dir / f"{stem}_reports.png")
+    plot(rows, table, out_dir / f"{stem}.png", data=data, strip=strip)
     for r in table:
         if r["verdict"] != "n/a":
             print(
                 f"  {r['layer']:<24} {r['quantity']:<38} {r['mean']:+.4f} "
                 f"[{r['low']:+.4f}, {r['high']:+.4f}]  {r['verdict']}"
             )
-    print(f"wrote {out_dir}/training_stages*.csv, .png, .json in {timer.elapsed:.0f} s")
-    return rows, table
+    print(f"wrote {out_dir}/{stem}*.csv, .png, .json in {timer.elapsed:.0f} s")
+    return table
 
 
 def plot(
-    rows: Sequence[dict[str, Any]], table: Sequence[dict[str, Any]], path: Path, *, data: str
+    rows: Sequence[dict[str, Any]],
+    table: Sequence[dict[str, Any]],
+    path: Path,
+    *,
+    data: str,
+    strip: str = "features.",
 ) -> Path:
     """log mean SROP per layer and condition with intervals (left), the trained-vs-control
     differences and the Spearman correlations with intervals and verdicts (middle), SROP and
-    accuracy over epochs (right)."""
+    accuracy over epochs (right); ``strip`` is left out of the layer names on the axes."""
     from matplotlib.figure import Figure
 
     from recipes.experiments._common import bootstrap_interval
 
     layers = [r["layer"] for r in table if r["quantity"] == "mean_srop[randomized]"]
-    short = [name.removeprefix("features.") for name in layers]
+    short = [name.removeprefix(strip) for name in layers]
     seeds = sorted({r["seed"] for r in rows})
     fig = Figure(figsize=(17, 5.2), layout="constrained")
     ax_layers, ax_diff, ax_epochs = fig.subplots(1, 3, width_ratios=[1.1, 1.1, 1])
