@@ -31,7 +31,7 @@ Rules, in one place:
   ``"merge"`` pools all calls into ``name`` (every call's maps count, on purpose);
   ``"first"`` keeps only the first call of each batch.
 - **Units**: ``unit="layer"`` reports cycles per pixel of the layer's own grid; ``unit="input"``
-  divides by the total downscaling ``s`` of the layer (SPEC.md "Units"), taken per batch from
+  divides by the total downscaling ``s`` of the layer, taken per batch from
   the input's own grid or length (``input_layout=``; never the batch or a feature axis):
   ``s = sqrt(H_in W_in / (H W))`` in 2-D, ``L_in / L`` in 1-D, and the ratio of the last
   (time) axes when a 2-D map comes from a 1-D input or the other way round. A layer finer

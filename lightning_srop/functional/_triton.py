@@ -1,8 +1,8 @@
 """A fused roll-off kernel for CUDA: one Triton program per map, after cuFFT's rfft2.
 
 The plain pipeline after the FFT (power, gather in radius order, weights, cumsum, search) makes
-five passes over the spectrum; on a GPU those passes, not the FFT, dominate (see the project's
-PERF_NOTES). This kernel reads each map's half spectrum once per pass of a two-pass scan, in
+five passes over the spectrum; on a GPU those passes, not the FFT, dominate (see
+docs/performance.md). This kernel reads each map's half spectrum once per pass of a two-pass scan, in
 radius order, accumulating in float64 (or, for float32 maps and
 ``LIGHTNING_SROP_TRITON_ACCUMULATE=float32``, in float32 with Kahan-compensated block sums:
 float64 arithmetic is slow on consumer GPUs):

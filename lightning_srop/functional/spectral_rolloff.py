@@ -1,6 +1,6 @@
 """Spectral roll-off points (SROPs) of 1-D and 2-D maps, vectorized over all maps.
 
-Pure tensor math: no Lightning, no logging, no hooks (see ``SPEC.md`` of the project).
+Pure tensor math: no Lightning, no logging, no hooks.
 
 The pipeline for a chunk of ``m`` maps of size ``H x W`` (1-D maps are ``1 x L``):
 
@@ -452,7 +452,7 @@ def _fused_self_check(
 ) -> str | None:
     """Run the kernel on :func:`_self_check_maps`; ``None`` if it agrees, else the problem.
 
-    Agreement follows SPEC.md "Precision": each SROP must be a radius ``r`` whose cumulative
+    Agreement follows the precision rule: each SROP must be a radius ``r`` whose cumulative
     energy (float64, on CPU) reaches ``roll_percent * E`` within a relative ``1e-5`` while
     the energy of the radii below ``r`` does not; flat and out-of-range codes must be exact.
     """
