@@ -60,6 +60,13 @@ def test_mkdocs_builds_strictly(tmp_path: Path) -> None:
     changelog = (ROOT / "CHANGELOG.md").read_text().splitlines()[2]
     assert changelog.split("[")[0].strip() in pages[Path("changelog") / "index.html"]
     assert "Spectral Roll-off Points Variations" in pages[Path("citation") / "index.html"]
+    # every fence renders as code, "```python notest" (tests/test_docs_examples.py) included
+    for page, html in pages.items():
+        assert "```" not in html, page
+    assert "ResNet18_Weights" in pages[Path("profile") / "index.html"]
+    # no reference to notes that are not part of the repository
+    for page, html in pages.items():
+        assert "SPEC.md" not in html and "PERF_NOTES" not in html, page
 
 
 def test_sphinx_roles_are_rewritten() -> None:
