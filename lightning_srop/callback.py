@@ -18,10 +18,11 @@ Lifecycle (see ``docs/callback.md``):
 - at ``on_validation_epoch_end`` every process merges the statistics (a collective), puts
   ``{prefix}/{layer}/{stat}`` into ``trainer.callback_metrics`` with ``LightningModule.log``
   (merged already, the same on every process, each value a ``Metric`` that does not sync
-  again; also to the loggers, or, with ``ordered_tags=True``, rank zero writes
-  them under tags that sort in forward order, ``{prefix}/{NN}-{layer}/{stat}``), a TensorBoard
-  custom-scalars layout and W&B charts (one chart per statistic, every layer a line), one
-  histogram per layer, a figure of SROP against depth and one of SROP over the epochs so far.
+  again), and rank zero writes the loggers: in TensorBoard every layer its own run
+  ``{prefix}/{NN}-{layer}`` with tags ``{prefix}/{stat}`` (one chart per statistic, every layer
+  a named line in forward order), elsewhere the flat keys (``{prefix}/{NN}-{layer}/{stat}``
+  with ``ordered_tags=True``) and W&B charts; one histogram per layer, a figure of SROP against
+  depth, one of SROP over the epochs so far and a layer x epoch heatmap of ``change``.
 """
 
 from __future__ import annotations
@@ -129,12 +130,11 @@ class SROPCallback(Callback):
             weights, at ``on_train_start`` of the first ``fit``) and report, per layer and
             measured epoch, ``{prefix}/{layer}/change`` = log(mean SROP / baseline mean SROP)
             (also ``LayerReport.extra["change"]``). Negative: SROP fell since initialization.
-        ordered_tags: logger tags carry a depth index, ``{prefix}/{NN}-{layer}/{stat}``, so that
-            TensorBoard's Time Series, W&B panels and CSV columns sort layers in forward order;
-            the keys of ``trainer.callback_metrics`` (what ``ModelCheckpoint``/``EarlyStopping``
-            monitor) stay ``{prefix}/{layer}/{stat}``. ``False`` (the default) logs the scalars
-            under those keys; the Custom Scalars layout and the W&B charts show forward order
-            either way.
+        ordered_tags: flat logger keys carry a depth index, ``{prefix}/{NN}-{layer}/{stat}``,
+            so that W&B panels, MLflow and CSV columns sort layers in forward order; the keys
+            of ``trainer.callback_metrics`` (what ``ModelCheckpoint``/``EarlyStopping``
+            monitor) stay ``{prefix}/{layer}/{stat}``. TensorBoard's layer runs and the W&B
+            charts show forward order either way.
         histogram_bins: the most bins of a logged histogram (one bin per occupied value when
             there are fewer, see :func:`lightning_srop.loggers.display_bins`); ``None`` logs
             the measured bins.

@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_srop.options import SROPOptions, Unit
-from lightning_srop.report import SROPReport, format_table, write_csv
+from lightning_srop.report import CHANGE, SROPReport, format_table, write_csv
 from lightning_srop.statistics import STATISTICS, Statistic
 
 if TYPE_CHECKING:
@@ -721,8 +721,6 @@ def _profile_trainer(
     logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*no logger is attached.*", category=SROPWarning)
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    # The callback logs values already merged over processes (the same on each).
-    warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
     warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs torch
     option_values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
     option_values.pop("owner")
@@ -902,7 +900,7 @@ def _compare_command(args: Compare) -> int:
 def _export_command(args: Export) -> int:
     import json
 
-    from lightning_srop.plots import plot_over_epochs, save_figure
+    from lightning_srop.plots import plot_change_heatmap, plot_over_epochs, save_figure
     from lightning_srop.runs import read_run, to_csv
 
     run = Path(args.run)
@@ -926,7 +924,10 @@ def _export_command(args: Export) -> int:
         figure = plot_over_epochs(reports, statistic=args.statistic)
     except ValueError as err:
         raise _Usage(str(err)) from err
-    png = save_figure(figure, out / "srop.png")
+    pngs = [save_figure(figure, out / "srop.png")]
+    if any(CHANGE in layer.extra for r in reports for layer in r.layers):
+        # one picture of the whole run: each layer's change since initialization per epoch
+        pngs.append(save_figure(plot_change_heatmap(reports), out / "srop_change.png"))
 
     shown = reports[-6:]
     header = [
@@ -946,7 +947,7 @@ def _export_command(args: Export) -> int:
     ]
     print(f"{args.statistic} SROP, last {len(shown)} of {len(reports)} measured epochs")
     print(format_table(table, header))
-    print(f"wrote {csv_path}, {json_path}, {png}")
+    print(f"wrote {csv_path}, {json_path}, {', '.join(map(str, pngs))}")
     return 0
 
 

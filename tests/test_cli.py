@@ -473,3 +473,23 @@ def test_export_of_a_directory_without_srop_is_one_clear_line(
     line = _error_line(capsys, ["export", str(run), "--out", str(tmp_path / "out")])
     assert line.startswith(f"{PROG} export: error: read_run: nothing SROP-like in ")
     assert "TensorBoard event files" in line
+
+
+def test_export_draws_the_change_heatmap_of_a_run_with_a_baseline(tmp_path: Path) -> None:
+    reports = [
+        dataclasses.replace(
+            r,
+            layers=tuple(
+                dataclasses.replace(layer, extra={"change": 0.1 * r.epoch - 0.05 * layer.depth})
+                for layer in r.layers
+            ),
+        )
+        for r in _epoch_reports()
+    ]
+    run, out = _saved_run(tmp_path / "version_0", reports), tmp_path / "exp"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    height, width = imread(out / "srop_change.png").shape[:2]
+    assert height > 300 and width > 300
+    plain = _saved_run(tmp_path / "plain" / "version_0", _epoch_reports())
+    assert main(["export", str(plain), "--out", str(tmp_path / "exp2")]) == 0
+    assert not (tmp_path / "exp2" / "srop_change.png").exists()  # no baseline, no heatmap
