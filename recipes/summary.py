@@ -9,7 +9,6 @@ the logs are and how to view them.
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from pathlib import Path
@@ -21,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_srop import LayerReport, SROPCallback
 from lightning_srop.plots import plot_layer_profile, plot_srop_over_epochs, save_figure
+from lightning_srop.report import write_csv
 
 __all__ = ["SROPSummary"]
 
@@ -124,25 +124,18 @@ class SROPSummary(pl.Callback):
             {e for pts in self.history.values() for e, _ in pts} | {e for e, _ in self.accuracy}
         )
         layers = list(self.history)
-        with path.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(
-                [
-                    "epoch",
-                    self.accuracy_key,
-                    *(f"{self.prefix}/{k}/{self.statistic}" for k in layers),
-                ]
-            )
-            acc = dict(self.accuracy)
-            per_layer = {k: dict(v) for k, v in self.history.items()}
-            for epoch in epochs:
-                writer.writerow(
-                    [
-                        epoch,
-                        acc.get(epoch, math.nan),
-                        *(per_layer[k].get(epoch, math.nan) for k in layers),
-                    ]
-                )
+        columns = [
+            "epoch",
+            self.accuracy_key,
+            *(f"{self.prefix}/{k}/{self.statistic}" for k in layers),
+        ]
+        acc = dict(self.accuracy)
+        per_layer = {k: dict(v) for k, v in self.history.items()}
+        rows = [
+            [epoch, acc.get(epoch, math.nan), *(per_layer[k].get(epoch, math.nan) for k in layers)]
+            for epoch in epochs
+        ]
+        write_csv(path, rows, columns)
 
 
 def log_dir(trainer: pl.Trainer) -> str:

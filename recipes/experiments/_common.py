@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_srop import SROPReport, profile
+from lightning_srop.report import write_csv as report_csv
 
 __all__ = [
     "RULE",
@@ -372,12 +373,8 @@ def write_csv(
     with path.open("w", newline="") as handle:
         for comment in comments:
             handle.write(f"# {comment}\n")
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
-            )
+        cells = [{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()} for r in rows]
+        report_csv(handle, cells, list(rows[0]))
     return path
 
 
