@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from recipes.blurpool import antialias_resnet
-from recipes.summary import SROPSummary
+from recipes.summary import SROPSummary, follow_root_dir
 
 __all__ = ["ARCHS", "ImageNetClassifier", "ImageNetDataModule", "build_model", "main"]
 
@@ -328,6 +328,7 @@ class ImageNetCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("threads", 0) > 0:
             torch.set_num_threads(config["threads"])
+        follow_root_dir(config["trainer"], ("runs/imagenet", "runs/imagenet_validate"))
 
 
 TRAINER_DEFAULTS: dict[str, Any] = {

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchmetrics.classification import MulticlassAccuracy
 
 from recipes.data import DIGITS_MEAN, DIGITS_STD, digits_tensors, split_indices
-from recipes.summary import SROPSummary
+from recipes.summary import SROPSummary, follow_root_dir
 
 __all__ = ["DigitsDataModule", "SmallCNN", "main"]
 
@@ -264,24 +264,7 @@ class SROPCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.get("threads", 0) > 0:
             torch.set_num_threads(config["threads"])
-        follow_root_dir(config["trainer"])
-
-
-def follow_root_dir(trainer: Any) -> None:
-    """Let the loggers write under ``trainer.default_root_dir``.
-
-    A logger whose ``save_dir`` is still the recipe's default (``runs/mnist``) gets
-    ``trainer.default_root_dir`` instead, so ``--trainer.default_root_dir DIR`` moves the logs
-    and the summary with it; a ``save_dir`` set to anything else is kept.
-    """
-    root = trainer.get("default_root_dir")
-    loggers = trainer.get("logger")
-    if root is None or loggers is None or isinstance(loggers, bool):
-        return
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        init_args = getattr(logger, "init_args", None)
-        if init_args is not None and init_args.get("save_dir") == DEFAULT_ROOT_DIR:
-            init_args["save_dir"] = root
+        follow_root_dir(config["trainer"], (DEFAULT_ROOT_DIR,))
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")

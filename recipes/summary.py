@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,24 @@ class SROPSummary(pl.Callback):
             for epoch in epochs
         ]
         write_csv(path, rows, columns)
+
+
+def follow_root_dir(trainer: Any, defaults: Collection[str]) -> None:
+    """Let a recipe's loggers write under ``trainer.default_root_dir``.
+
+    A logger whose ``save_dir`` is still one of the recipe's defaults gets
+    ``trainer.default_root_dir`` instead, so ``--trainer.default_root_dir DIR`` moves the logs
+    and the summary with it; a ``save_dir`` set to anything else is kept. ``trainer`` is the
+    parsed ``trainer`` config of a LightningCLI (before the classes are instantiated).
+    """
+    root = trainer.get("default_root_dir")
+    loggers = trainer.get("logger")
+    if root is None or loggers is None or isinstance(loggers, bool):
+        return
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = getattr(logger, "init_args", None)
+        if init_args is not None and init_args.get("save_dir") in defaults:
+            init_args["save_dir"] = root
 
 
 def log_dir(trainer: pl.Trainer) -> str:

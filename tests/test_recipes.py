@@ -363,6 +363,14 @@ def test_imagenet_recipe_fit(
     assert "tensorboard --logdir" in capsys.readouterr().out
 
 
+def test_imagenet_recipe_log_directory_follows_default_root_dir(
+    tmp_path: Path, image_folder: Path
+) -> None:
+    args = [a for a in _imagenet_args(tmp_path, image_folder, "resnet18") if "save_dir" not in a]
+    cli = imagenet.main(args, run=False)
+    assert cli.trainer.logger.save_dir == str(tmp_path)  # type: ignore[union-attr]
+
+
 def test_imagenet_recipe_validate_only(tmp_path: Path, image_folder: Path) -> None:
     root = tmp_path / "run"
     cli = imagenet.main(
