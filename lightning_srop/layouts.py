@@ -414,7 +414,8 @@ def read_layout(
         source: where ``tensor`` lies in the output.
         explicit: the ``layout=`` option that applies (``"auto"`` for none).
         explicit_for_layer: whether ``explicit`` was given for this layer by name.
-        grid, prefix_tokens: the token grid and prefix count, if given.
+        grid: the token grid ``(h, w)``, if given.
+        prefix_tokens: the number of prefix tokens, if given.
         ndim: the ``ndim=`` option (None: any).
         evidence: what the forward passes have shown.
         inputs: the module's positional inputs (the first tensor may have been read).
