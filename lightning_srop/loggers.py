@@ -64,10 +64,10 @@ run (``{prefix}_histograms/per_map``, ``{prefix}_histograms/per_sample_mean``, t
 colour). :func:`close_layer_runs` closes those writers. Other loggers keep flat keys:
 :func:`log_scalars` writes ``{prefix}/{label}/{statistic}`` under labels chosen by the caller
 (a depth index in front of each layer name sorts them in forward order),
-:func:`log_layout` a TensorBoard custom-scalars layout (one multiline chart per statistic),
-:func:`define_wandb_metrics` and :func:`log_wandb_charts` the W&B counterparts (epoch as the
-x-axis, one ``line_series`` chart per statistic). Every tag is joined with the logger's
-``group_separator``.
+:func:`define_wandb_metrics` and :func:`log_wandb_charts` give W&B its charts (epoch as the
+x-axis, one ``line_series`` chart per statistic). :func:`log_layout` writes a TensorBoard
+custom-scalars layout over flat tags (one multiline chart per statistic); the callback no
+longer writes one. Every tag is joined with the logger's ``group_separator``.
 """
 
 from __future__ import annotations

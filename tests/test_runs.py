@@ -298,6 +298,22 @@ def test_callback_tags_are_the_documented_literals(run: Run) -> None:
     assert not [t for t in own["scalars"] + own["histograms"] if t.startswith(("srop", "lite"))]
 
 
+def _add_histogram(writer: SummaryWriter, tag: str, step: int) -> None:
+    """The same small histogram (4 values in 3 bins: 1, 2, 1) under ``tag`` at ``step``."""
+    writer.add_histogram_raw(
+        tag,
+        min=0.0,
+        max=0.3,
+        num=4,
+        sum=0.6,
+        sum_squares=0.1,
+        bucket_limits=[0.1, 0.2, 0.3],
+        bucket_counts=[1, 2, 1],
+        global_step=step,
+        walltime=100.0,
+    )
+
+
 def test_independent_layer_runs_read_back_in_their_index_order(tmp_path: Path) -> None:
     # The callback's TensorBoard layout written with TensorBoard's own SummaryWriter and
     # literal tags: the version folder's own run (epoch), one sub-folder run per layer.
@@ -310,18 +326,7 @@ def test_independent_layer_runs_read_back_in_their_index_order(tmp_path: Path) -
         for step in (3, 7):
             layer.add_scalar("srop/mean", 0.1 * (index + 1), step, walltime=100.0)
             layer.add_scalar("srop/change", -0.5, step, walltime=100.0)
-            layer.add_histogram_raw(
-                "srop_histograms/per_map",
-                min=0.0,
-                max=0.3,
-                num=4,
-                sum=0.6,
-                sum_squares=0.1,
-                bucket_limits=[0.1, 0.2, 0.3],
-                bucket_counts=[1, 2, 1],
-                global_step=step,
-                walltime=100.0,
-            )
+            _add_histogram(layer, "srop_histograms/per_map", step)
         layer.close()
     reports = read_run(tmp_path)  # the folder above the version: one run
     assert [(r.epoch, r.step) for r in reports] == [(0, 3), (1, 7)]
@@ -344,18 +349,7 @@ def _independent_run(folder: Path, layers: list[str], *, layout: list[str] | Non
         for value, name in enumerate(layers):
             writer.add_scalar(f"srop/{name}/mean", 0.1 * (value + 1), step, walltime=100.0)
             writer.add_scalar(f"srop/{name}/change", -0.5, step, walltime=100.0)
-            writer.add_histogram_raw(
-                f"srop/{name}",
-                min=0.0,
-                max=0.3,
-                num=4,
-                sum=0.6,
-                sum_squares=0.1,
-                bucket_limits=[0.1, 0.2, 0.3],
-                bucket_counts=[1, 2, 1],
-                global_step=step,
-                walltime=100.0,
-            )
+            _add_histogram(writer, f"srop/{name}", step)
         writer.add_scalar("epoch", epoch, step, walltime=100.0)
     writer.close()
 
