@@ -228,12 +228,14 @@ def test_fit_without_optional_dependencies(tmp_path: Path, kind: str, hidden: se
         assert "pip install 'lightning-srop[plots]'" in about_matplotlib[0]
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        acc = EventAccumulator(result["log_dir"], size_guidance={"histograms": 0, "images": 0})
-        acc.Reload()
-        tags = acc.Tags()
-        assert "srop/net.0/mean" in tags["scalars"]
-        assert "srop/net.0" in tags["histograms"]  # histograms need no matplotlib
-        assert tags["images"] == []
+        # every layer is a TensorBoard run of its own: {log_dir}/srop/{NN}-{layer}
+        layer = EventAccumulator(str(Path(result["log_dir"]) / "srop" / "00-net.0"))
+        layer.Reload()
+        assert "srop/mean" in layer.Tags()["scalars"]
+        assert "srop_histograms/per_map" in layer.Tags()["histograms"]  # no matplotlib needed
+        main = EventAccumulator(result["log_dir"], size_guidance={"images": 0})
+        main.Reload()
+        assert main.Tags()["images"] == []
 
 
 # ------------------------------------------------------------------------------------------
