@@ -583,3 +583,32 @@ def test_square_images_are_not_taken_for_attention() -> None:
             {"identity": plain, "conv": plain},
             layers=["identity", "conv"],
         )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["tv:resnet18", "tv:mobilenet_v3_small", "tv:convnext_tiny", "timm:ecaresnet26t"],
+)
+def test_cnn_default_choice_is_unchanged_convs_and_pools_read_by_type(name: str) -> None:
+    """On CNNs the default choice measures every conv and pooling output, read as (N, C, H, W)
+    by the module's type: no inference, no notice (ECA's Conv1d is left out quietly)."""
+    from lightning_srop.layers import DEFAULT_LAYER_TYPES_2D
+
+    torch.manual_seed(0)
+    source, arch = name.split(":")
+    model = (
+        torchvision.models.get_model(arch, weights=None)
+        if source == "tv"
+        else timm.create_model(arch, pretrained=False)
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SROPWarning)
+        report = profile(model, torch.randn(2, 3, 64, 64))
+    two_d = [n for n, m in model.named_modules() if isinstance(m, DEFAULT_LAYER_TYPES_2D)]
+    assert report.names == [n for n in two_d if n not in report.skipped]
+    assert all(
+        r.meta is not None and r.meta.layout == "NCHW" and not r.meta.inferred
+        for r in report.layers
+    )
+    assert all("1 x 1" in why or "ECA" in why for why in report.skipped.values())
+    assert hooks_left(model) == 0
