@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as L
+import pytest
+import torch.multiprocessing as mp
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-__all__ = ["InputRecorder", "free_port", "set_ddp_environment"]
+__all__ = ["InputRecorder", "free_port", "run_two_processes", "set_ddp_environment"]
 
 
 def free_port() -> int:
@@ -30,6 +34,20 @@ def set_ddp_environment(rank: int, world_size: int, port: int) -> None:
         LOCAL_RANK=str(rank),
         RANK=str(rank),
     )
+
+
+def run_two_processes(worker: Callable[..., None], out_dir: str, *, seconds: float) -> None:
+    """Spawn ``worker(rank, 2, port, out_dir)`` in two processes and wait for both; kill them
+    and fail the test if they do not finish in ``seconds`` (a collective that hangs)."""
+    ctx = mp.start_processes(
+        worker, args=(2, free_port(), out_dir), nprocs=2, join=False, start_method="spawn"
+    )
+    deadline = time.monotonic() + seconds
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"DDP workers did not finish in {seconds:g} s (a collective that hangs?)")
 
 
 class InputRecorder(Callback):

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as L
 import pytest
 import torch
-import torch.multiprocessing as mp
-from _ddp import InputRecorder, free_port, set_ddp_environment
+from _ddp import InputRecorder, run_two_processes, set_ddp_environment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -208,15 +206,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_ddp_baseline_is_merged(tmp_path: Path) -> None:
-    ctx = mp.start_processes(
-        _worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 300
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("DDP workers did not finish in 300 s (a collective that hangs?)")
+    run_two_processes(_worker, str(tmp_path), seconds=300)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     seen = [torch.cat(r["inputs"]) for r in results]
     assert seen[0].shape[0] == seen[1].shape[0] == 8  # disjoint halves of 16 images

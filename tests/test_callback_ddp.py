@@ -4,7 +4,6 @@ those of one process over the union of both ranks' batches, on every rank."""
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +11,7 @@ import lightning.pytorch as L
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
-from _ddp import InputRecorder, free_port, set_ddp_environment
+from _ddp import InputRecorder, run_two_processes, set_ddp_environment
 from _srop_reference import srop_reference as np_srop
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -89,15 +87,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path) -> None:
-    ctx = mp.start_processes(
-        _worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("DDP workers did not finish in 240 s (a collective that hangs?)")
+    run_two_processes(_worker, str(tmp_path), seconds=240)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert all(r["hooks"] == 0 for r in results)
     assert (
@@ -211,19 +201,7 @@ def _fit_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
 
 def test_two_process_ddp_fit_logs_without_sync_dist_advice(tmp_path: Path) -> None:
-    ctx = mp.start_processes(
-        _fit_worker,
-        args=(2, free_port(), str(tmp_path)),
-        nprocs=2,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 240
-    while not ctx.join(timeout=5):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail("DDP workers did not finish in 240 s (a collective that hangs?)")
+    run_two_processes(_fit_worker, str(tmp_path), seconds=240)
     results = [torch.load(tmp_path / f"fit{r}.pt", weights_only=False) for r in range(2)]
     advice = [m for r in results for m in r["warnings"] if "sync_dist" in m]
     # Lightning warns on rank zero only; the control key shows the advice is captured at all.

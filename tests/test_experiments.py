@@ -480,6 +480,30 @@ def _check_stages(path: Path, seeds: int) -> list[dict[str, str]]:
     return raw
 
 
+def _seed_stages(raw: list[dict[str, str]], seed: str, layers: list[str]) -> list[dict[str, str]]:
+    """One seed's rows, checked: every stage in order, each with every layer in forward order
+    and one accuracy per model and stage (NaN for the "ds" benchmark)."""
+    mine = [r for r in raw if r["seed"] == seed]
+    conditions = [(r["condition"], int(r["epoch"])) for r in mine]
+    assert list(dict.fromkeys(conditions)) == [
+        ("randomized", 0),
+        ("trained", 1),
+        ("trained", 2),
+        ("shuffled_labels", 1),
+        ("shuffled_labels", 2),
+        ("ds", -1),
+    ]
+    for condition, epoch in dict.fromkeys(conditions):
+        sel = [r for r in mine if (r["condition"], int(r["epoch"])) == (condition, epoch)]
+        assert [r["layer"] for r in sel] == layers
+        assert [int(r["depth"]) for r in sel] == list(range(len(layers)))
+        accuracy = {r["accuracy"] for r in sel}
+        assert len(accuracy) == 1  # one accuracy per model and stage
+        value = float(accuracy.pop())
+        assert math.isnan(value) if condition == "ds" else 0.0 <= value <= 1.0
+    return mine
+
+
 def test_training_stages_end_to_end(tmp_path: Path) -> None:
     training_stages.main(
         [
@@ -498,24 +522,7 @@ def test_training_stages_end_to_end(tmp_path: Path) -> None:
     raw = _check_stages(tmp_path / "training_stages.csv", 2)
     layers = list(training_stages.LAYERS)
     for s in ("0", "1"):
-        mine = [r for r in raw if r["seed"] == s]
-        conditions = [(r["condition"], int(r["epoch"])) for r in mine]
-        assert list(dict.fromkeys(conditions)) == [
-            ("randomized", 0),
-            ("trained", 1),
-            ("trained", 2),
-            ("shuffled_labels", 1),
-            ("shuffled_labels", 2),
-            ("ds", -1),
-        ]
-        for condition, epoch in dict.fromkeys(conditions):
-            sel = [r for r in mine if (r["condition"], int(r["epoch"])) == (condition, epoch)]
-            assert [r["layer"] for r in sel] == layers
-            assert [int(r["depth"]) for r in sel] == list(range(len(layers)))
-            accuracy = {r["accuracy"] for r in sel}
-            assert len(accuracy) == 1  # one accuracy per model and stage
-            value = float(accuracy.pop())
-            assert math.isnan(value) if condition == "ds" else 0.0 <= value <= 1.0
+        mine = _seed_stages(raw, s, layers)
         # "ds": pooling to the same size gives equal values
         ds = {r["layer"]: r["mean_srop"] for r in mine if r["condition"] == "ds"}
         assert ds["features.pool1"] == ds["features.conv2"]
@@ -609,21 +616,7 @@ def test_vit_training_stages_end_to_end(tmp_path: Path) -> None:
     # profile's default choice on the ViT: the patch embedding and every block, in order
     layers = ["vit.patch_embed.proj", "vit.blocks.0", "vit.blocks.1"]
     for s in ("0", "1"):
-        mine = [r for r in raw if r["seed"] == s]
-        conditions = [(r["condition"], int(r["epoch"])) for r in mine]
-        assert list(dict.fromkeys(conditions)) == [
-            ("randomized", 0),
-            ("trained", 1),
-            ("trained", 2),
-            ("shuffled_labels", 1),
-            ("shuffled_labels", 2),
-            ("ds", -1),
-        ]
-        for condition, epoch in dict.fromkeys(conditions):
-            sel = [r for r in mine if (r["condition"], int(r["epoch"])) == (condition, epoch)]
-            assert [r["layer"] for r in sel] == layers
-            assert [int(r["depth"]) for r in sel] == list(range(len(layers)))
-            assert len({r["accuracy"] for r in sel}) == 1  # one accuracy per model and stage
+        mine = _seed_stages(raw, s, layers)
         # every layer is on the 8 x 8 patch grid: one benchmark (two k2 pools of 32 x 32)
         assert len({r["mean_srop"] for r in mine if r["condition"] == "ds"}) == 1
         # trained and control start from one randomized network, written once
