@@ -27,9 +27,12 @@ Lifecycle (see ``docs/callback.md``):
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -38,17 +41,13 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
+from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from torch import Tensor
 from torchmetrics import Metric
 from typing_extensions import override
 
-from lightning_srop.engine import (
-    SROPEngine,
-    _is_compiled,
-    batch_input,
-    find_input,
-    takes_image_list,
-)
+from lightning_srop.batches import BatchInput, input_of
+from lightning_srop.engine import SROPEngine, _is_compiled
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
 from lightning_srop.notices import notice
@@ -73,8 +72,49 @@ __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 _OWNER: Final[str] = "SROPCallback"
 
 
-class _BatchError(Exception):
-    """The baseline found no model input in a batch (the cause is chained)."""
+@contextlib.contextmanager
+def _untouched(pl_module: LightningModule) -> Iterator[None]:
+    """Run the LightningModule's own ``validation_step`` outside validation without a trace:
+    ``self.log``/``self.log_dict`` do nothing, and what a step changes is put back afterwards:
+    the states of its torchmetrics ``Metric`` modules and the contents of its public list,
+    dict and set attributes (outputs gathered for ``on_validation_epoch_end``)."""
+    metrics = [m for m in pl_module.modules() if isinstance(m, Metric)]
+    saved_metrics = [copy.deepcopy(_metric_state(m)) for m in metrics]
+    containers = {
+        name: copy.copy(value)
+        for name, value in vars(pl_module).items()
+        if not name.startswith("_") and isinstance(value, (list, dict, set))
+    }
+    pl_module.log = _silent  # type: ignore[method-assign]
+    pl_module.log_dict = _silent  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del pl_module.log, pl_module.log_dict  # the class's methods again
+        for metric, state in zip(metrics, saved_metrics, strict=True):
+            for attr, value in state.items():
+                setattr(metric, attr, value)
+        for name, saved in containers.items():
+            value = vars(pl_module).get(name)
+            if isinstance(value, list):
+                value[:] = saved
+            elif isinstance(value, (dict, set)):
+                value.clear()
+                value.update(saved)
+
+
+def _silent(*args: Any, **kwargs: Any) -> None:
+    """``self.log`` while the baseline runs ``validation_step``."""
+
+
+def _metric_state(metric: Metric) -> dict[str, Any]:
+    """A torchmetrics ``Metric``'s accumulated state: its declared states and the bookkeeping
+    of ``update``/``compute`` (update count, cached result)."""
+    state = dict(metric.metric_state)
+    for attr in ("_update_count", "_computed", "_forward_cache"):
+        if hasattr(metric, attr):
+            state[attr] = getattr(metric, attr)
+    return state
 
 
 class _Merged(Metric):
@@ -393,120 +433,120 @@ class SROPCallback(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not self.baseline or self._baseline is not None:
-            return  # off, or measured already (an earlier fit, or restored from a checkpoint)
-        if self._restored:
+        if self.baseline and self._baseline is None and self._restored:
             self._notice(
                 "baseline-resume",
                 "the checkpoint holds no SROP baseline (saved without `baseline=True`); it is "
                 "not measured on resume, so no `change` is reported.",
             )
-            return
-        self._measure_baseline(trainer, pl_module)
+        measure = self.baseline and self._baseline is None and not self._restored
+        self._before_training(trainer, pl_module, baseline=measure)
 
-    def _measure_baseline(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Measure the first ``num_batches`` validation batches with the current weights.
-
-        Eval mode and ``no_grad`` (each module's mode restored), the precision plugin's
-        validation context, Lightning's batch transfer hooks, ``pl_module(x)`` on each batch's
-        input. Random states (Python, NumPy, torch CPU and CUDA) are restored afterwards, so
-        training is the same with and without it. A collective under DDP, like every
-        measurement: every process measures its own shard and the statistics are merged.
+    def _before_training(
+        self, trainer: Trainer, pl_module: LightningModule, *, baseline: bool
+    ) -> None:
+        """Measure validation batches before the first training step, exactly as validation
+        will (:meth:`_validation_road`): ``num_batches`` of them as the baseline when
+        ``baseline``, else one, only to prove that the settings work for this model and these
+        batches. A setting that cannot work raises here, not an epoch later: ``unit="input"``
+        without an input that can be found and read, and a layer choice that measures nothing.
         """
+        batches = self._validation_road(trainer, pl_module)
+        if batches is None:
+            if baseline:
+                self._notice(
+                    "baseline-no-data",
+                    "no validation dataloader is ready at the start of training (no "
+                    "validation, or `check_val_every_n_epoch` > 1); the SROP baseline is not "
+                    "measured.",
+                )
+            return
+        limit = (self.num_batches if baseline else 1) or None
+        engine = self._engine_for(pl_module)
+        with isolate_rng():  # training is the same with and without it
+            report = engine.measure(
+                itertools.islice(batches, limit),
+                lambda item: self._run(trainer, pl_module, item),
+                input_of=lambda item: self._input_of(pl_module, item[0]),
+                epoch=trainer.current_epoch,
+                step=logger_step(trainer),
+                model=type(pl_module).__name__,
+                label="baseline",
+            )  # a collective under DDP, like every measurement: each process its own shard
+        if report.num_batches and not report.layers:
+            unfired = engine.unfired()
+            why = "; ".join(f"{name!r}: {reason}" for name, reason in report.skipped.items())
+            raise ValueError(
+                f"SROPCallback: the layer choice `layers`={self.layers!r} measures nothing on "
+                f"this model's validation batches: {why or 'no chosen layer ran'}"
+                + (f" (never ran: {', '.join(unfired[:8])})" if unfired else "")
+                + ". Choose layers that `validation_step` runs and whose outputs are maps "
+                "(`layers=` names, a regex, module types or a callable), or state how their "
+                "outputs read (`layout=`, `grid=`, `prefix_tokens=`)."
+            )
+        if baseline and report.num_batches:
+            self.baseline_report = report
+            self._baseline = {r.name: float(r.stats["mean"]) for r in report.layers}
+
+    def _validation_road(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> Iterator[tuple[Any, int, int]] | None:
+        """``(batch, batch_idx, dataloader_idx)`` of the validation dataloaders, in
+        validation's order and limits, each batch moved by Lightning's own transfer path
+        (the precision plugin's input conversion, then the DataModule's or the
+        LightningModule's ``on_before_batch_transfer``, ``transfer_batch_to_device`` and
+        ``on_after_batch_transfer``, whichever Lightning picks); ``None`` without dataloaders."""
         loaders: Any = trainer.val_dataloaders
         if loaders is None:
-            self._notice(
-                "baseline-no-data",
-                "no validation dataloader is ready at the start of training (no validation, or "
-                "`check_val_every_n_epoch` > 1); the SROP baseline is not measured.",
-            )
-            return
+            return None
         if not isinstance(loaders, (list, tuple)):
             loaders = [loaders]
         limits = list(trainer.num_val_batches or [])
-        engine = self._engine_for(pl_module)
-        modes = {module: module.training for module in pl_module.modules()}
-        measured = 0
-        failure: Exception | None = None
-        try:
-            with isolate_rng(), torch.no_grad():
-                pl_module.eval()
-                try:
-                    for index, loader in enumerate(loaders):
-                        limit = limits[index] if index < len(limits) else math.inf
-                        for position, batch in enumerate(loader):
-                            if position >= limit or (
-                                self.num_batches is not None and measured >= self.num_batches
-                            ):
-                                break
-                            self._baseline_forward(trainer, pl_module, engine, batch, index)
-                            measured += 1
-                        if self.num_batches is not None and measured >= self.num_batches:
-                            break
-                except Exception as err:  # the model's own forward: never stop training for it
-                    failure = err
-            reports = [] if failure is not None else engine.reports()  # a collective
-        finally:
-            engine.detach()
-            engine.reset()
-            for module, training in modes.items():
-                module.training = training
-        if failure is not None:
-            said = f"{type(failure).__name__}: {str(failure).strip()[:300] or '(no message)'}"
-            if isinstance(failure, _BatchError):
-                cause = (
-                    f"cannot find the model's input in a validation batch ({failure.__cause__}); "
-                    "pass `input_key=` or `forward=` (a callable (pl_module, batch) -> output)"
-                )
-            elif self.forward is not None:
-                cause = f"calls `forward(pl_module, batch)`, which failed with {said}"
-            else:
-                cause = (
-                    "calls the LightningModule's `forward` on each measured batch's input "
-                    f"(`pl_module(x)`), which failed with {said}; define `forward(x)` or pass "
-                    "`forward=` (a callable (pl_module, batch) -> output)"
-                )
-            self._notice(
-                "baseline-failed",
-                f"the SROP baseline {cause}. Training goes on without it, and no `change` is "
-                "reported (or pass `baseline=False`).",
-            )
-            return
-        self.baseline_report = SROPReport(
-            layers=tuple(reports),
-            options=self.options.to_dict(),
-            num_batches=measured,
-            epoch=trainer.current_epoch,
-            step=logger_step(trainer),
-            model=type(pl_module).__name__,
-            label="baseline",
-        )
-        self._baseline = {r.name: float(r.stats["mean"]) for r in reports}
 
-    def _baseline_forward(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        engine: SROPEngine,
-        batch: Any,
-        dataloader_idx: int,
+        def road() -> Iterator[tuple[Any, int, int]]:
+            for index, loader in enumerate(loaders):
+                limit = limits[index] if index < len(limits) else math.inf
+                for position, batch in enumerate(loader):
+                    if position >= limit:
+                        break
+                    batch = trainer.precision_plugin.convert_input(batch)
+                    # The LightningModule's dispatcher to the DataModule's or its own hook, as
+                    # Lightning's evaluation loop calls it (no public twin exists).
+                    batch = pl_module._on_before_batch_transfer(batch, dataloader_idx=index)
+                    batch = trainer.strategy.batch_to_device(batch, dataloader_idx=index)
+                    yield batch, position, index
+
+        return road()
+
+    def _input_of(self, pl_module: LightningModule, batch: Any) -> BatchInput | None:
+        """The input of a validation batch, required with ``unit="input"``."""
+        return input_of(
+            batch,
+            self.options.input_key,
+            pl_module,
+            required=self.options.unit == "input",
+            owner=_OWNER,
+        )
+
+    def _run(
+        self, trainer: Trainer, pl_module: LightningModule, item: tuple[Any, int, int]
     ) -> None:
-        batch = pl_module.on_before_batch_transfer(batch, dataloader_idx)
-        batch = pl_module.transfer_batch_to_device(batch, pl_module.device, dataloader_idx)
-        batch = pl_module.on_after_batch_transfer(batch, dataloader_idx)
-        context = trainer.precision_plugin.val_step_context()
+        """Run the model on one batch before training as validation runs it: ``forward=``
+        when given, else the LightningModule's ``validation_step`` through the strategy
+        (under DDP, the wrapped model), with ``self.log``/``self.log_dict`` silenced and
+        everything else it changes put back (:func:`_untouched`)."""
+        batch, batch_idx, dataloader_idx = item
         if self.forward is not None:
-            engine.set_input(find_input(batch, self.options.input_key, pl_module))
-            with context, engine.capture():
+            with trainer.precision_plugin.val_step_context():
                 self.forward(pl_module, batch)
             return
-        image_list = takes_image_list(pl_module)
-        try:
-            x = batch_input(batch, self.options.input_key, owner=_OWNER, image_list=image_list)
-        except (TypeError, ValueError) as err:
-            raise _BatchError() from err
-        with context, engine.capture(x):
-            pl_module(x)
+        args: list[Any] = [batch]
+        if is_param_in_hook_signature(pl_module.validation_step, "batch_idx", min_args=2):
+            args.append(batch_idx)
+        if len(trainer.num_val_batches or []) > 1:
+            args.append(dataloader_idx)
+        with _untouched(pl_module):
+            trainer.strategy.validation_step(*args)
 
     def _with_change(self, report: LayerReport) -> LayerReport:
         """``report`` with ``extra["change"]`` when the layer has a baseline."""
@@ -551,10 +591,7 @@ class SROPCallback(Callback):
                 return
         elif index not in self._chosen:
             return
-        x = find_input(batch, self.options.input_key, pl_module)
-        if x is None and self.options.unit == "input":  # the input's size is needed: say why
-            batch_input(batch, self.options.input_key, owner=_OWNER)
-        self._engine.set_input(x)
+        self._engine.set_input(self._input_of(pl_module, batch))
         self._engine.attach()
         self._measured_batches += 1
 
@@ -593,19 +630,16 @@ class SROPCallback(Callback):
                 "notice is shown once.",
             )
         try:
-            reports = engine.reports()  # a collective: every process takes part
+            report = engine.report(  # a collective: every process takes part
+                num_batches=self._measured_batches,
+                epoch=trainer.current_epoch,
+                step=logger_step(trainer),
+                model=type(pl_module).__name__,
+            )
         finally:
             engine.reset()
-        reports = [self._with_change(report) for report in reports]
-        self.last_report = SROPReport(
-            layers=tuple(reports),
-            options=self.options.to_dict(),
-            skipped={k: v for k, v in engine.skipped.items() if k not in engine.metrics},
-            num_batches=self._measured_batches,
-            epoch=trainer.current_epoch,
-            step=logger_step(trainer),
-            model=type(pl_module).__name__,
-        )
+        reports = [self._with_change(layer) for layer in report.layers]
+        self.last_report = dataclasses.replace(report, layers=tuple(reports))
         if self.save_reports and trainer.is_global_zero:
             self._save_report(trainer, self.last_report)
         self._measured_epochs += 1

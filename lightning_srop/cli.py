@@ -638,7 +638,7 @@ def _device(name: str) -> torch.device:
 
 
 def _counted(batches: Iterable[Any], input_key: str, counter: list[int]) -> Iterator[Any]:
-    from lightning_srop.engine import batch_input
+    from lightning_srop.batches import batch_input
 
     for batch in batches:
         counter[0] += len(batch_input(batch, input_key, owner=PROG))
@@ -701,7 +701,7 @@ class _Measured(LightningModule):
         self.input_key = input_key
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        from lightning_srop.engine import batch_input
+        from lightning_srop.batches import batch_input
 
         self._forward_module(batch_input(batch, self.input_key, owner=PROG))
 

@@ -50,16 +50,16 @@ Rules, in one place:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, ClassVar, TypeAlias
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from lightning_srop.batches import BatchInput
 from lightning_srop.functional.spectral_rolloff import MAX_RADIUS_1D, MAX_RADIUS_2D
 from lightning_srop.layers import LayerChoice, select_layers
 from lightning_srop.layouts import (
@@ -76,112 +76,35 @@ from lightning_srop.layouts import (
 )
 from lightning_srop.notices import notice
 from lightning_srop.options import SROPOptions
-from lightning_srop.report import LayerMeta, LayerReport
+from lightning_srop.report import LayerMeta, LayerReport, SROPReport
 from lightning_srop.statistics import SROPStatistics
 
-__all__ = [
-    "BatchInput",
-    "LayerMeta",
-    "SROPEngine",
-    "batch_input",
-    "find_input",
-    "takes_image_list",
-]
-
-#: A model's input as a batch holds it: a tensor, or a list of image tensors (detection).
-BatchInput: TypeAlias = Tensor | list[Tensor]
+__all__ = ["LayerMeta", "SROPEngine", "eval_mode"]
 
 
-def takes_image_list(model: nn.Module) -> bool:
-    """Whether ``model.forward`` declares a list of tensors as its first argument (torchvision
-    detection models: ``forward(images: List[Tensor], targets=None)``).
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the ``with`` block; every module's own train/eval flag is
+    restored afterwards (also on an exception), not just the root's.
 
     Examples:
         >>> from torch import nn
-        >>> takes_image_list(nn.Conv2d(1, 1, 1))
-        False
+        >>> net = nn.Sequential(nn.Dropout(), nn.Dropout())
+        >>> net[1].eval()
+        Dropout(p=0.5, inplace=False)
+        >>> with eval_mode(net):
+        ...     [m.training for m in net.modules()]
+        [False, False, False]
+        >>> [m.training for m in net.modules()]
+        [True, True, False]
     """
+    modes = {module: module.training for module in model.modules()}
+    model.eval()
     try:
-        params = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return False
-    if not params:
-        return False
-    note = params[0].annotation
-    text = note if isinstance(note, str) else repr(note)
-    return any(f"{kind}[" in text for kind in ("List", "list", "Sequence")) and "Tensor" in text
-
-
-def _tensor_list(value: object) -> bool:
-    return (
-        isinstance(value, (tuple, list))
-        and bool(value)
-        and all(isinstance(t, Tensor) for t in value)
-    )
-
-
-def batch_input(
-    batch: Any, input_key: str = "input", *, owner: str = "profile", image_list: bool = False
-) -> BatchInput:
-    """The model's input in a batch: the tensor itself, the first item of a tuple/list,
-    ``batch[input_key]`` of a dict, or a list of image tensors: the first item of an
-    ``(images, targets)`` batch, or the batch itself when ``image_list`` (the model takes a
-    list of images, see :func:`takes_image_list`).
-
-    Examples:
-        >>> import torch
-        >>> x = torch.zeros(2, 3)
-        >>> batch_input((x, torch.ones(2))) is x, batch_input({"input": x}) is x
-        (True, True)
-        >>> images = [torch.zeros(3, 8, 8), torch.zeros(3, 6, 9)]
-        >>> len(batch_input((images, [{}, {}]))), len(batch_input(images, image_list=True))
-        (2, 2)
-    """
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch:
-        if image_list and _tensor_list(batch) and all(t.dim() == 3 for t in batch):
-            return list(batch)
-        if isinstance(batch[0], Tensor):
-            return batch[0]
-        if _tensor_list(batch[0]):
-            return list(batch[0])
-    if isinstance(batch, Mapping):
-        value = batch.get(input_key)
-        if isinstance(value, Tensor):
-            return value
-        if isinstance(value, (tuple, list)) and _tensor_list(value):
-            return list(value)
-        keys = list(batch)
-        tensors = [k for k in keys if isinstance(batch[k], Tensor)]
-        hint = f" (e.g. `input_key`={tensors[0]!r})" if tensors else ""
-        raise ValueError(
-            f"{owner}: a dict batch needs its input tensor under `input_key`={input_key!r}; "
-            f"the batch has keys {keys!r}. Pass the key that holds the input{hint}, or "
-            "`forward=lambda model, batch: model(**batch)` to call the model on the whole batch."
-        )
-    raise TypeError(
-        f"{owner}: expected a batch that is a tensor, a tuple/list whose first item is the input "
-        f"(a tensor, or a list of image tensors), or a dict with the input under "
-        f"`input_key`={input_key!r}; got {type(batch).__name__}. For other batches pass "
-        "`forward=` (a callable (model, batch) -> output)."
-    )
-
-
-def find_input(batch: Any, input_key: str, model: nn.Module) -> BatchInput | None:
-    """The input of ``batch`` for ``model`` (see :func:`batch_input`), or None where it has
-    none that can be found (batches that a ``forward=`` callable consumes whole).
-
-    Examples:
-        >>> import torch
-        >>> from torch import nn
-        >>> find_input({"pixel_values": torch.zeros(1)}, "input", nn.Identity()) is None
-        True
-    """
-    try:
-        return batch_input(batch, input_key, image_list=takes_image_list(model))
-    except (TypeError, ValueError):
-        return None
+        yield model
+    finally:
+        for module, training in modes.items():
+            module.training = training
 
 
 class _EagerStance:
@@ -764,6 +687,73 @@ class SROPEngine:
                 metric.grow(max_value)
             metrics[key] = metric
         self.metrics = metrics
+
+    def measure(
+        self,
+        batches: Iterable[Any],
+        run: Callable[[Any], object],
+        *,
+        input_of: Callable[[Any], BatchInput | None],
+        **fields: Any,
+    ) -> SROPReport:
+        """Measure ``batches``: the one road from batches to a report, for the callback's
+        baseline, :func:`~lightning_srop.profile.profile` and the command line.
+
+        The statistics start empty; the model runs in eval mode under ``torch.no_grad``
+        (every module's mode restored, see :func:`eval_mode`); for each batch the input that
+        ``input_of(batch)`` finds is recorded (:meth:`set_input`) and ``run(batch)`` calls the
+        model with the hooks attached; no hook is left behind, even if ``run`` raises.
+
+        Args:
+            batches: the batches, as the model sees them (on its device, transfer hooks run).
+            run: calls the model on one batch (``model(x)``, a ``forward=`` callable, or the
+                LightningModule's ``validation_step``).
+            input_of: the model's input in a batch, for the downscaling and ``unit="input"``
+                (``None`` where it has none that can be found; it raises where one is needed).
+            fields: :class:`~lightning_srop.report.SROPReport` fields (``model``, ``label``,
+                ``epoch``, ``step``).
+
+        Returns:
+            The report (a collective when the engine syncs): every measured layer, the
+            ``skipped`` ones with their reasons, and the number of batches measured.
+
+        Examples:
+            >>> import torch
+            >>> from torch import nn
+            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
+            >>> engine = SROPEngine(net, sync=False)
+            >>> report = engine.measure([torch.randn(2, 1, 8, 8)], net, input_of=lambda b: b)
+            >>> report.names, report.num_batches, net.training
+            (['0'], 1, True)
+        """
+        self.detach()
+        self.reset()
+        measured = 0
+        try:
+            with eval_mode(self.model), torch.no_grad():
+                for batch in batches:
+                    self.set_input(input_of(batch))
+                    with self.capture():
+                        run(batch)
+                    measured += 1
+            return self.report(num_batches=measured, **fields)
+        finally:
+            self.detach()
+            self.reset()
+
+    def report(self, **fields: Any) -> SROPReport:
+        """This round's :meth:`reports` as an :class:`~lightning_srop.report.SROPReport`, with
+        the options and the layers ``skipped`` (those that measured nothing, with the reason).
+
+        A collective when the engine syncs, like :meth:`reports`; ``fields`` are the report's
+        other fields (``num_batches``, ``epoch``, ``step``, ``model``, ``label``).
+        """
+        layers = self.reports()
+        measured = {report.name for report in layers}
+        skipped = {k: v for k, v in self.skipped.items() if k not in measured}
+        return SROPReport(
+            layers=tuple(layers), options=self.options.to_dict(), skipped=skipped, **fields
+        )
 
     def reports(self) -> list[LayerReport]:
         """Compute one :class:`LayerReport` per measured layer key, in first-call order.

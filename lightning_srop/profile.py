@@ -21,7 +21,8 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 from torch import Tensor, nn
 
-from lightning_srop.engine import SROPEngine, batch_input, find_input, takes_image_list
+from lightning_srop.batches import BatchInput, batch_input, input_of, takes_image_list
+from lightning_srop.engine import SROPEngine
 from lightning_srop.options import SROPOptions, check_bool
 from lightning_srop.report import SROPReport
 
@@ -162,42 +163,39 @@ def profile(
     engine = SROPEngine(model, options=options, sync=False, owner=owner)
     original_device = _model_device(model)
     target = torch.device(device) if device is not None else original_device
-    modes = {module: module.training for module in model.modules()}
     moved = target != original_device
-    measured = 0
+    input_key, needed = options.input_key, options.unit == "input"
+
+    def prepared(batch: Any) -> Any:
+        """The batch on the target device: whole for `forward=`, else just the input."""
+        if forward is None:
+            batch = batch_input(batch, input_key, owner=owner, image_list=image_list)
+        return move_data_to_device(batch, target)
+
+    def run(batch: Any) -> None:
+        with _autocast(target, autocast):
+            if forward is not None:
+                forward(model, batch)
+            else:
+                model(batch)
+
+    def found(batch: Any) -> BatchInput | None:
+        if forward is None:
+            return batch  # type: ignore[no-any-return]  # prepared() kept only the input
+        return input_of(batch, input_key, model, required=needed, owner=owner)
+
+    limited: Iterator[Any] = itertools.islice(batches, options.num_batches)
+    shown = _progress(limited, _length(batches, options.num_batches), progress, "SROP")
     try:
         if moved:
             model.to(target)
-        model.eval()
-        limited: Iterator[Any] = itertools.islice(batches, options.num_batches)
-        shown = _progress(limited, _length(batches, options.num_batches), progress, "SROP")
-        with torch.no_grad(), _autocast(target, autocast):
-            for batch in shown:
-                if forward is not None:
-                    batch = move_data_to_device(batch, target)
-                    engine.set_input(find_input(batch, options.input_key, model))
-                    with engine.capture():
-                        forward(model, batch)
-                else:
-                    x = move_data_to_device(
-                        batch_input(batch, options.input_key, owner=owner, image_list=image_list),
-                        target,
-                    )
-                    with engine.capture(x):
-                        model(x)
-                measured += 1
-        layers = engine.reports()
+        return engine.measure(
+            (prepared(batch) for batch in shown),
+            run,
+            input_of=found,
+            model=type(model).__name__,
+            label=label,
+        )
     finally:
-        engine.detach()
-        for module, training in modes.items():
-            module.training = training
         if moved:
             model.to(original_device)
-    return SROPReport(
-        layers=tuple(layers),
-        options=options.to_dict(),
-        skipped={k: v for k, v in engine.skipped.items() if k not in engine.metrics},
-        num_batches=measured,
-        model=type(model).__name__,
-        label=label,
-    )
