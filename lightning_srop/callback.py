@@ -183,10 +183,11 @@ class SROPCallback(Callback):
             ``{trainer.log_dir}/{prefix}_reports/epoch=E-step=S.json``; read them back with
             ``lightning_srop.runs.read_run`` or ``SROPReport.from_json``.
         forward: how the baseline runs the model on a batch: a callable
-            ``(pl_module, batch) -> output``, e.g. ``lambda m, b: m(**b)`` for Hugging Face
-            dict batches; default ``pl_module(x)`` on the batch's input (``input_key``; a list
-            of images for detection models). Validation batches run through your
-            ``validation_step`` either way.
+            ``(pl_module, batch) -> output``; default: your ``validation_step``, with
+            ``self.log`` silenced and the metric states and gathered outputs it changes put
+            back, on batches moved by Lightning's own transfer path (see
+            ``docs/dashboards.md``). Validation batches run through ``validation_step``
+            either way.
 
     Attributes:
         options: the validated :class:`~lightning_srop.options.SROPOptions` (what is measured
