@@ -68,6 +68,88 @@ def _autocast(
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class _Call:
+    """How :func:`profile` runs the model on a batch: ``model(x)`` on the batch's input, or
+    ``forward(model, batch)`` on the whole batch, on ``target``, under ``autocast``."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        options: SROPOptions,
+        target: torch.device,
+        forward: Callable[[nn.Module, Any], Any] | None,
+        autocast: torch.dtype | None,
+        owner: str = "profile",
+    ) -> None:
+        self.model, self.options, self.target = model, options, target
+        self.forward, self.autocast, self.owner = forward, autocast, owner
+        self.image_list = takes_image_list(model)
+
+    def prepared(self, batch: Any) -> Any:
+        """The batch on the target device: whole for ``forward=``, else just the input."""
+        if self.forward is None:
+            batch = batch_input(
+                batch, self.options.input_key, owner=self.owner, image_list=self.image_list
+            )
+        return move_data_to_device(batch, self.target)
+
+    def run(self, batch: Any) -> None:
+        with _autocast(self.target, self.autocast):
+            if self.forward is not None:
+                self.forward(self.model, batch)
+            else:
+                self.model(batch)
+
+    def input_of(self, batch: Any) -> BatchInput | None:
+        if self.forward is None:
+            return batch  # type: ignore[no-any-return]  # prepared() kept only the input
+        needed = self.options.unit == "input"
+        return input_of(
+            batch, self.options.input_key, self.model, required=needed, owner=self.owner
+        )
+
+
+def _check_arguments(
+    model: object, progress: object, autocast: object, forward: object, owner: str = "profile"
+) -> None:
+    """The arguments of :func:`profile` that are not options: expected types, or an error."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"{owner}: expected `model` to be a torch.nn.Module, got {type(model).__name__}."
+        )
+    if progress is not None:
+        check_bool(progress, "progress", owner)
+    if autocast is not None and not isinstance(autocast, torch.dtype):
+        raise TypeError(
+            f"{owner}: expected `autocast` to be None or a torch.dtype (e.g. torch.bfloat16); "
+            f"got {autocast!r}."
+        )
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"{owner}: expected `forward` to be None or a callable (model, batch) -> output; "
+            f"got {type(forward).__name__}."
+        )
+
+
+def _batches(data: object, image_list: bool, owner: str = "profile") -> Iterable[Any]:
+    """``data`` as an iterable of batches: one batch (a tensor, or a list of image tensors
+    for a model that takes one) becomes a list of one."""
+    one_batch = isinstance(data, Tensor) or (
+        image_list
+        and isinstance(data, (list, tuple))
+        and bool(data)
+        and all(isinstance(t, Tensor) and t.dim() == 3 for t in data)
+    )
+    batches = [data] if one_batch else data
+    if isinstance(data, (str, bytes, Mapping)) or not isinstance(batches, Iterable):
+        raise TypeError(
+            f"{owner}: expected `data` to be a tensor batch, a list of image tensors (for a "
+            "model that takes one) or an iterable of batches (e.g. a DataLoader); got "
+            f"{type(data).__name__}."
+        )
+    return batches
+
+
 def profile(
     model: nn.Module,
     data: Tensor | Iterable[Any],
@@ -126,73 +208,26 @@ def profile(
         (24.0, True)
     """
     owner = "profile"
-    if not isinstance(model, nn.Module):
-        raise TypeError(
-            f"{owner}: expected `model` to be a torch.nn.Module, got {type(model).__name__}."
-        )
+    _check_arguments(model, progress, autocast, forward)
     if options is None:
         options = SROPOptions(**{"num_batches": None, **changes, "owner": owner})
     elif changes:
         options = options.replace(owner=owner, **changes)
-    if progress is not None:
-        check_bool(progress, "progress", owner)
-    if autocast is not None and not isinstance(autocast, torch.dtype):
-        raise TypeError(
-            f"{owner}: expected `autocast` to be None or a torch.dtype (e.g. torch.bfloat16); "
-            f"got {autocast!r}."
-        )
-    if forward is not None and not callable(forward):
-        raise TypeError(
-            f"{owner}: expected `forward` to be None or a callable (model, batch) -> output; "
-            f"got {type(forward).__name__}."
-        )
-    image_list = takes_image_list(model)
-    one_batch = isinstance(data, Tensor) or (
-        image_list
-        and isinstance(data, (list, tuple))
-        and bool(data)
-        and all(isinstance(t, Tensor) and t.dim() == 3 for t in data)
-    )
-    batches: Iterable[Any] = [data] if one_batch else data
-    if isinstance(data, (str, bytes, Mapping)) or not isinstance(batches, Iterable):
-        raise TypeError(
-            f"{owner}: expected `data` to be a tensor batch, a list of image tensors (for a "
-            "model that takes one) or an iterable of batches (e.g. a DataLoader); got "
-            f"{type(data).__name__}."
-        )
+    batches = _batches(data, takes_image_list(model))
     engine = SROPEngine(model, options=options, sync=False, owner=owner)
     original_device = _model_device(model)
     target = torch.device(device) if device is not None else original_device
     moved = target != original_device
-    input_key, needed = options.input_key, options.unit == "input"
-
-    def prepared(batch: Any) -> Any:
-        """The batch on the target device: whole for `forward=`, else just the input."""
-        if forward is None:
-            batch = batch_input(batch, input_key, owner=owner, image_list=image_list)
-        return move_data_to_device(batch, target)
-
-    def run(batch: Any) -> None:
-        with _autocast(target, autocast):
-            if forward is not None:
-                forward(model, batch)
-            else:
-                model(batch)
-
-    def found(batch: Any) -> BatchInput | None:
-        if forward is None:
-            return batch  # type: ignore[no-any-return]  # prepared() kept only the input
-        return input_of(batch, input_key, model, required=needed, owner=owner)
-
+    call = _Call(model, options, target, forward, autocast)
     limited: Iterator[Any] = itertools.islice(batches, options.num_batches)
     shown = _progress(limited, _length(batches, options.num_batches), progress, "SROP")
     try:
         if moved:
             model.to(target)
         return engine.measure(
-            (prepared(batch) for batch in shown),
-            run,
-            input_of=found,
+            (call.prepared(batch) for batch in shown),
+            call.run,
+            input_of=call.input_of,
             model=type(model).__name__,
             label=label,
         )
