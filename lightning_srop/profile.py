@@ -164,12 +164,9 @@ def profile(
 ) -> SROPReport:
     """Per-layer SROP statistics of ``model`` over ``data``, without a Trainer.
 
-    The model runs in eval mode under ``torch.no_grad``; each module's train/eval mode is
-    restored afterwards (and its device, if ``device`` moved it). No hook is left behind, even
-    if the model raises. The statistics are local to the calling process (no merge across
-    ``torch.distributed`` processes), so calling it on one rank only is safe. The values are
-    those :class:`~lightning_srop.callback.SROPCallback` logs for the same batches: both run
-    the same :class:`~lightning_srop.engine.SROPEngine`.
+    :meth:`SROPEngine.measure <lightning_srop.engine.SROPEngine.measure>` runs it, as it runs
+    the callback's baseline: eval mode, no grad, every module's mode (and device) restored, no
+    hook left behind. The statistics stay local to the process (safe on one rank only).
 
     Args:
         model: any ``nn.Module``; it is called as ``model(x)`` on each batch's input, or as
