@@ -181,8 +181,7 @@ def profile(
         device: run on this device (the model is moved there and back); default the model's.
         autocast: run the forward passes under ``torch.autocast`` with this dtype (e.g.
             ``torch.bfloat16``), as mixed-precision training does; SROPs are computed in float32.
-        progress: show a progress bar (tqdm); default: when stderr is a terminal and there are
-            at least 20 batches.
+        progress: show a progress bar (tqdm); default: on a terminal, from 20 batches.
         label: stored in the report (legends of comparisons).
         forward: a callable ``(model, batch) -> output`` that runs the model on a whole
             batch, for batches of any other form, e.g. ``lambda m, b: m(**b)`` for Hugging
