@@ -24,8 +24,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "images" / "srop_summary.png"
@@ -82,7 +82,9 @@ def draw(history: dict[str, list[tuple[int, float]]], accuracy: list[tuple[int, 
     for (name, points), color in zip(history.items(), colors, strict=True):
         epochs, values = zip(*sorted(points), strict=True)
         label = name.removeprefix("features.")
-        srop_ax.plot(epochs, values, marker="o", markersize=5, linewidth=2.4, color=color, label=label)
+        srop_ax.plot(
+            epochs, values, marker="o", markersize=5, linewidth=2.4, color=color, label=label
+        )
     srop_ax.set_title("mean SROP per layer", fontsize=17)
     srop_ax.set_xlabel("epoch", fontsize=15)
     srop_ax.set_ylabel("SROP (cycles / pixel)", fontsize=15)

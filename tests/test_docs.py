@@ -207,8 +207,9 @@ def test_examples_name_the_packages_they_need() -> None:
         code = "\n".join("\n".join(b) for i, _, b in _blocks(text) if i.startswith("python"))
         for module in sorted(_imported(code) & set(NEEDS)):
             if not any(word in prose for word in NEEDS[module]):
-                missing.append(f"{page.relative_to(ROOT)}: imports {module}, names none of "
-                               f"{NEEDS[module]}")
+                missing.append(
+                    f"{page.relative_to(ROOT)}: imports {module}, names none of {NEEDS[module]}"
+                )
     assert missing == [], missing
     # and the extras named exist
     pyproject = (ROOT / "pyproject.toml").read_text()
