@@ -50,8 +50,11 @@ epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is wha
   they never go backwards and share their x-axis with the scalars.
 
 **MLflow** (``MLFlowLogger``, or any logger whose ``experiment`` is an ``MlflowClient`` and
-that has a ``run_id``) takes figures, written with the client's ``log_figure`` as artifacts
-``{tag}/step_{step}.png``; it has no histograms. Loggers with neither (``CSVLogger``, Comet,
+that has a ``run_id``) takes figures, written as time-stepped images with the client's
+``log_image(run_id, image, key=tag, step=step)`` (MLflow >= 2.16 with Pillow; the run page's
+*Images* view shows each key with a step slider), else as artifacts ``{tag}/step_{step}.png``
+(``log_figure``); it has no histograms. ``epoch`` is not written to it beside the scalars:
+Lightning logs ``epoch`` at the same step, and MLflow would keep both entries. Loggers with neither (``CSVLogger``, Comet,
 Neptune, ...) are returned by name so that the caller can say so once.
 
 **Views.** TensorBoard colours and names *runs*, and draws one card per tag with one line per
@@ -649,7 +652,9 @@ def log_scalars(
         loggers: Lightning loggers (``trainer.loggers``); call on rank zero.
         values: label -> statistic -> value.
         step: the logging step, normally :func:`logger_step` ``(trainer)``.
-        epoch: the training epoch, logged as ``epoch`` (an x-axis for W&B charts).
+        epoch: the training epoch, logged as ``epoch`` (an x-axis for W&B charts, a column
+            of the CSV row), except to MLflow: Lightning logs ``epoch`` at the same step,
+            and MLflow keeps every entry of a metric, so a second one would double it.
         prefix: first component of every tag.
     """
     step = _check_step(step, "log_scalars")
@@ -661,7 +666,9 @@ def log_scalars(
         }
         if not record:
             continue
-        record["epoch"] = int(epoch)
+        if _kind(logger)[0] != "mlflow":
+            # MLflow keeps every entry: Lightning logs `epoch` at this step itself.
+            record["epoch"] = int(epoch)
         logger.log_metrics(record, step=step)
         logger.save()
 
@@ -877,13 +884,36 @@ def _figure_to_rgb(figure: Figure) -> np.ndarray:
         figure.set_canvas(previous)
 
 
+def _mlflow_steps_images(client: Any, key: str) -> bool:
+    """Whether an MLflow client logs ``key`` as time-stepped images: ``log_image(run_id,
+    image, key=, step=)`` (MLflow >= 2.16), which encodes the image with Pillow and takes
+    keys of alphanumerics, ``_``, ``-``, ``.``, spaces and ``/``."""
+    import importlib.util
+    import inspect
+
+    log_image = getattr(client, "log_image", None)
+    if (
+        not callable(log_image)
+        or importlib.util.find_spec("PIL") is None
+        or not re.fullmatch(r"[a-zA-Z0-9_\-./ ]+", key)
+    ):
+        return False
+    try:
+        parameters = inspect.signature(log_image).parameters
+    except (TypeError, ValueError):
+        return False
+    return "key" in parameters and "step" in parameters
+
+
 def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int) -> list[str]:
     """Log a figure as an image to every logger that supports images.
 
     The figure is rendered once (Agg, no pyplot, no Pillow; the figure is left open and
-    unchanged) and written with TensorBoard's ``add_image`` or as a ``wandb.Image``
+    unchanged) and written with TensorBoard's ``add_image``, as a ``wandb.Image``
     (through ``WandbLogger.log_metrics``, as ``WandbLogger.log_image`` does, so at
-    ``trainer/global_step = step``).
+    ``trainer/global_step = step``), or with MLflow's ``log_image(run_id, image, key=tag,
+    step=step)`` (time-stepped images; an older MLflow, or one without Pillow, gets the
+    artifact ``{tag}/step_{step:08d}.png`` from ``log_figure`` instead).
 
     Args:
         loggers: Lightning loggers, as for :func:`log_histograms`.
@@ -911,18 +941,29 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
         if kind is None or not _takes(kind, "images"):
             _unsupported_name(logger, unsupported)
             continue
-        if image is None and kind != "mlflow":
+        if kind == "mlflow" and not _mlflow_steps_images(
+            experiment, _with_logger_prefix(logger, tag)
+        ):
+            # Older MLflow (or no Pillow): the client saves the figure, an artifact per step.
+            experiment.log_figure(
+                logger.run_id,  # type: ignore[attr-defined]
+                figure,
+                artifact_file=f"{_with_logger_prefix(logger, tag)}/step_{step:08d}.png",
+            )
+            continue
+        if image is None:
             image = _figure_to_rgb(figure)
         if kind == "tensorboard":
             experiment.add_image(
                 _with_logger_prefix(logger, tag), image, global_step=step, dataformats="HWC"
             )
         elif kind == "mlflow":
-            # The MLflow client saves the figure itself (an artifact per step).
-            experiment.log_figure(
+            # Time-stepped images: the run page's Images view, one slider per key.
+            experiment.log_image(
                 logger.run_id,  # type: ignore[attr-defined]
-                figure,
-                artifact_file=f"{_with_logger_prefix(logger, tag)}/step_{step:08d}.png",
+                image,
+                key=_with_logger_prefix(logger, tag),
+                step=step,
             )
         else:
             import wandb

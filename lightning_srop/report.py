@@ -73,7 +73,7 @@ def write_csv(
 
     A row is a mapping (cells looked up by column, missing ones empty) or a sequence of cells in
     column order. Floats are written at full precision (``repr``; NaN as ``nan``), lines end
-    with ``\n``.
+    with a newline (``"\\n"``).
 
     Args:
         path_or_file: a path to write the text to, an open text file to write it into, or
@@ -119,7 +119,7 @@ def format_table(rows: Iterable[Sequence[str]], columns: Sequence[str], *, left:
             (numbers).
 
     Returns:
-        The table, lines joined with ``\n`` (no trailing newline).
+        The table, lines joined with newlines (``"\\n"``; no trailing newline).
 
     Examples:
         >>> print(format_table([["conv", "0.25"], ["pool", "0.125"]], ["layer", "mean"]))

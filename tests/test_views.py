@@ -379,16 +379,33 @@ def test_mlflow_gets_figures_and_one_histogram_notice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from lightning.pytorch.loggers import MLFlowLogger
+    from mlflow import MlflowClient
 
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a file store in tmp, no server
-    logger = MLFlowLogger(experiment_name="srop", tracking_uri=f"file:{tmp_path / 'mlruns'}")
+    uri = f"file:{tmp_path / 'mlruns'}"
+    logger = MLFlowLogger(experiment_name="srop", tracking_uri=uri)
     cb = SROPCallback(layers=FORWARD, stats=("mean",), ordered_tags=True)
     with pytest.warns(match="MLFlowLogger has no histogram support") as caught:
-        fit(tmp_path, cb, logger)
+        fit(tmp_path, cb, logger, epochs=3)
     assert sum("histogram" in str(w.message) for w in caught) == 1
-    client = logger.experiment
-    artifacts = [a.path for a in client.list_artifacts(logger.run_id, "srop/layer_profile")]
-    assert len(artifacts) == 2 and all(a.endswith(".png") for a in artifacts)
-    assert client.list_artifacts(logger.run_id, "srop/over_epochs")
-    history = client.get_metric_history(logger.run_id, "srop/00-stem/mean")
-    assert len(history) == 2 and math.isfinite(history[-1].value)
+    # read back with a fresh MLflow client, as MLflow's UI reads the store
+    client, run_id = MlflowClient(tracking_uri=uri), logger.run_id
+    history = client.get_metric_history(run_id, "srop/00-stem/mean")
+    steps = [m.step for m in history]
+    assert len(history) == 3 and len(set(steps)) == 3 and math.isfinite(history[-1].value)
+    # `epoch` once per step: only Lightning's (with val_loss), none beside it from the callback
+    epochs = client.get_metric_history(run_id, "epoch")
+    assert sorted((m.step, m.value) for m in epochs) == [(s, float(e)) for e, s in enumerate(steps)]
+    # figures: time-stepped images (the run page's Images view), per key one per measured epoch
+    names = [Path(a.path).name for a in client.list_artifacts(run_id, "images")]
+    pngs = [n for n in names if n.endswith(".png")]
+    for key in ("srop~layer_profile", "srop~over_epochs", "srop~change_heatmap"):
+        mine = [n for n in pngs if n.startswith(f"{key}+step+")]
+        assert sorted(int(n.split("+")[2]) for n in mine) == steps, (key, names)
+    assert len(pngs) == 9 and len(names) == 18  # and a compressed thumbnail of each
+    assert client.get_run(run_id).data.tags["mlflow.loggedImages"] == "True"
+    local = client.download_artifacts(run_id, f"images/{pngs[0]}", str(tmp_path / "dl"))
+    from PIL import Image
+
+    with Image.open(local) as image:  # a real PNG of a figure
+        assert image.format == "PNG" and min(image.size) >= 200
