@@ -50,3 +50,20 @@ def on_post_page(output: str, page: Any, config: Any) -> str:
         return f'<div class="katex-block">{rendered}</div>' if display else rendered
 
     return _MATH.sub(replace, output)
+
+
+def _close() -> None:
+    """Free the V8 context while the interpreter still runs: left to ``MiniRacer.__del__`` at
+    interpreter exit, freeing it can wait forever on mini-racer's event-loop thread."""
+    global _context
+    context, _context = _context, None
+    if context is not None:
+        context.close()
+
+
+def on_post_build(config: Any) -> None:
+    _close()
+
+
+def on_build_error(error: Exception) -> None:
+    _close()
