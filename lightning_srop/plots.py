@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from lightning_srop.report import LayerReport, SROPReport, aligned_names
+from lightning_srop.transforms import history
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -378,7 +379,7 @@ def plot_heatmap(
 
     Args:
         history: layer name -> ``(epoch, value)`` points, in forward order (e.g.
-            ``SROPCallback.history`` of ``change``, or :func:`lightning_srop.runs.history`).
+            ``SROPCallback.history`` of ``change``, or :func:`lightning_srop.transforms.history`).
         label: the colour bar's label.
         title: figure title; default ``"SROP change since initialization"``.
         compact: a figure to read as a thumbnail (TensorBoard's 350 px image cards): a square
@@ -480,7 +481,6 @@ def plot_change_heatmap(
         >>> fig.axes[0].images[0].get_array().shape
         (2, 2)
     """
-    from lightning_srop.runs import history
 
     if len(reports) == 0:
         raise ValueError("plot_change_heatmap: expected at least one report, got none.")
@@ -662,7 +662,7 @@ def plot_over_epochs(
 ) -> Figure:
     """Each layer's ``statistic`` over the epochs of one run, optionally beside accuracy.
 
-    The curves come from :func:`lightning_srop.runs.history` (layers in forward order, shallow
+    The curves come from :func:`lightning_srop.transforms.history` (layers in forward order, shallow
     to deep in the legend and colours) and are drawn by :func:`plot_srop_over_epochs`; the
     reports may come from :func:`lightning_srop.runs.read_run`, from ``SROPCallback`` or from
     saved JSON files.
@@ -693,7 +693,6 @@ def plot_over_epochs(
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
         ['stem', 'pool']
     """
-    from lightning_srop.runs import history
 
     if len(reports) == 0:
         raise ValueError("plot_over_epochs: expected at least one report, got none.")
