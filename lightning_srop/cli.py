@@ -20,6 +20,7 @@ failures that are not the arguments' fault (a download) with one line and exit c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import difflib
 import importlib
@@ -706,6 +707,30 @@ class _Measured(LightningModule):
         self._forward_module(batch_input(batch, self.input_key, owner=PROG))
 
 
+@contextlib.contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's info lines and its notices that do not apply to a one-off measurement
+    silenced for the duration of the run only: warning filters and log levels come back as
+    they were."""
+    from lightning_srop.notices import SROPWarning
+
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r".*no logger is attached.*", category=SROPWarning
+        )
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs torch
+        try:
+            for logger in loggers:
+                logger.setLevel(logging.WARNING)
+            yield
+        finally:
+            for logger, level in zip(loggers, levels, strict=True):
+                logger.setLevel(level)
+
+
 def _profile_trainer(
     model: nn.Module,
     dataset: Dataset[Any],
@@ -715,34 +740,27 @@ def _profile_trainer(
     from lightning.pytorch import Trainer
 
     from lightning_srop.callback import SROPCallback
-    from lightning_srop.notices import SROPWarning
 
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*no logger is attached.*", category=SROPWarning)
-    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-    warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec.*")  # Lightning vs torch
-    option_values = {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    option_values.pop("owner")
-    callback = SROPCallback(**option_values, log_histograms=False, log_figure=False)
+    callback = SROPCallback(options=options, log_histograms=False, log_figure=False)
     precision = {"bf16": "bf16-mixed", "fp16": "16-mixed"}.get(args.autocast or "", "32-true")
-    trainer = Trainer(
-        accelerator=args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=args.strategy or "auto",
-        precision=precision,  # type: ignore[arg-type]
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=False,
-        use_distributed_sampler=False,  # the data module's sampler measures each sample once
-        limit_val_batches=options.num_batches if options.num_batches is not None else 1.0,
-    )
-    module = _Measured(model, options.input_key)
-    data = _Data(dataset, args.batch_size, args.workers)
-    trainer.validate(module, datamodule=data, verbose=False)
+    with _quiet_lightning():
+        trainer = Trainer(
+            accelerator=args.accelerator,
+            devices=args.devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy or "auto",
+            precision=precision,  # type: ignore[arg-type]
+            callbacks=[callback],
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=False,
+            use_distributed_sampler=False,  # the data module's sampler measures each sample once
+            limit_val_batches=options.num_batches if options.num_batches is not None else 1.0,
+        )
+        module = _Measured(model, options.input_key)
+        data = _Data(dataset, args.batch_size, args.workers)
+        trainer.validate(module, datamodule=data, verbose=False)
     if not trainer.is_global_zero:
         return None, 0, ""
     report = callback.last_report
