@@ -500,7 +500,7 @@ def test_quiet_lightning_leaves_global_state_as_it_was() -> None:
     import logging
     import warnings
 
-    from lightning_srop.cli import _quiet_lightning
+    from lightning_srop.cli.trainer import _quiet_lightning
 
     logger = logging.getLogger("lightning.pytorch")
     level = logger.level
