@@ -51,7 +51,7 @@ from lightning_srop.engine import (
 )
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
-from lightning_srop.notices import notice
+from lightning_srop.notices import Notices
 from lightning_srop.options import (
     COMPILED_CHOICES,
     Compiled,
@@ -68,7 +68,7 @@ from lightning_srop.options import (
 from lightning_srop.report import LayerReport, SROPReport
 from lightning_srop.statistics import Statistic
 from lightning_srop.tags import CHANGE, DEFAULT_PREFIX, REPORTS_GROUP, depth_labels, join_tag
-from lightning_srop.transforms import history
+from lightning_srop.transforms import HISTOGRAM_BINS, history
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
@@ -217,7 +217,7 @@ class SROPCallback(Callback):
         prefix: str = DEFAULT_PREFIX,
         baseline: bool = True,
         ordered_tags: bool = False,
-        histogram_bins: int | None = 64,
+        histogram_bins: int | None = HISTOGRAM_BINS,
         save_reports: bool = False,
         repeated: Repeated = "separate",
         num_bins: int = 1024,
@@ -287,7 +287,7 @@ class SROPCallback(Callback):
         self._batch_counter = 0
         self._measured_batches = 0
         self._chosen: set[int] | None = None  # None: the first `num_batches`
-        self._noticed: set[str] = set()
+        self._notices = Notices(owner)
         self._baseline: dict[str, float] | None = None  # layer -> baseline mean SROP
         self._history: list[dict[str, Any]] = []  # per measured epoch: small means only
         self._tag_index: dict[str, int] = {}  # layer -> depth index in logger tags
@@ -375,9 +375,7 @@ class SROPCallback(Callback):
         return self._engine
 
     def _notice(self, key: str, message: str) -> None:
-        if key not in self._noticed:
-            self._noticed.add(key)
-            notice(f"SROPCallback: {message}", stacklevel=4)
+        self._notices(key, message)
 
     def _engine_for(self, pl_module: LightningModule) -> SROPEngine:
         """The engine of ``pl_module``: made anew when there is none or the model changed,
@@ -820,9 +818,10 @@ class SROPCallback(Callback):
             plot_layer_profile,
             plot_srop_over_epochs,
             short_names,
+            unit_label,
         )
 
-        unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
+        unit = unit_label(self.options.unit)
         epoch = trainer.current_epoch
         try:
             figure = plot_layer_profile(

@@ -37,6 +37,7 @@ __all__ = [
     "plot_srop_over_epochs",
     "save_figure",
     "short_names",
+    "unit_label",
 ]
 
 #: Resolution of :func:`save_figure` (sharp on screens and slides, files of ~100 kB).
@@ -74,6 +75,17 @@ def _stat(report: LayerReport, key: str) -> float:
 
 def _srop_label(unit: str) -> str:
     return f"SROP ({unit})" if unit else "SROP"
+
+
+def unit_label(unit: str) -> str:
+    """The frequency unit of SROPs measured with ``unit`` (an option of
+    :class:`~lightning_srop.options.SROPOptions`), for axis labels and tables.
+
+    Examples:
+        >>> unit_label("input"), unit_label("layer")
+        ('cycles / input pixel', 'cycles / pixel')
+    """
+    return f"cycles / {'input pixel' if unit == 'input' else 'pixel'}"
 
 
 def short_names(names: Sequence[str], max_length: int = 16) -> list[str]:
@@ -616,8 +628,7 @@ def plot_reports(
     else:
         ax.set_ylim(bottom=0.0)
     ax.set_xlabel("layer (forward order)")
-    per = "input pixel" if unit == "input" else "pixel"
-    ax.set_ylabel(f"{'log ' if log else ''}mean SROP (cycles / {per})")
+    ax.set_ylabel(f"{'log ' if log else ''}mean SROP ({unit_label(unit)})")
     ax.set_title("SROP per layer" if title is None else title)
     ax.grid(axis="y", alpha=0.3)
     if len(reports) > 1 or quartiles:
@@ -701,7 +712,7 @@ def plot_over_epochs(
         raise ValueError("plot_over_epochs: the reports hold no layers.")
     if unit is None:
         units = {r.options.get("unit", "layer") for r in reports}
-        unit = "cycles / input pixel" if units == {"input"} else "cycles / pixel"
+        unit = unit_label("input" if units == {"input"} else "layer")
     figure = plot_srop_over_epochs(curves, accuracy, unit=unit, title=title)
     srop_ax = figure.axes[0]
     srop_ax.set_ylabel(f"{statistic} {_srop_label(unit)}")

@@ -152,7 +152,7 @@ def _read_reports(args: Compare) -> tuple[list[SROPReport], list[str]]:
 
 
 def _compare_command(args: Compare) -> int:
-    from lightning_srop.plots import compare, save_figure
+    from lightning_srop.plots import compare, save_figure, unit_label
     from lightning_srop.report import aligned_names
 
     if args.labels is not None and len(args.labels) != len(args.reports):
@@ -175,8 +175,7 @@ def _compare_command(args: Compare) -> int:
     rows = [[name, *(_number(c.get(name, math.nan)) for c in columns)] for name in names]
     csv_path = out / "compare.csv"
     write_csv(csv_path, rows, header)
-    per = "input pixel" if args.unit == "input" else "pixel"
-    print(f"mean SROP (cycles / {per})")
+    print(f"mean SROP ({unit_label(args.unit)})")
     shown = [[name, *(_number(c.get(name, math.nan), 4) for c in columns)] for name in names]
     print(format_table(shown, header))
     print(f"wrote {png}, {csv_path}")

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, Union
 
 from lightning_srop.options import SROPOptions, Unit
 from lightning_srop.statistics import STATISTICS, Statistic
+from lightning_srop.tags import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from jsonargparse import ArgumentParser, Namespace
@@ -122,7 +123,7 @@ class Compare:
     log: bool = False
     unit: Unit = "layer"
     title: str | None = None
-    prefix: str = "srop"
+    prefix: str = DEFAULT_PREFIX
     out: str = "srop_compare"
 
 
@@ -138,7 +139,7 @@ class Export:
     """
 
     run: str
-    prefix: str = "srop"
+    prefix: str = DEFAULT_PREFIX
     statistic: Statistic = "mean"
     out: str = "srop_export"
 
