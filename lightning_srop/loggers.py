@@ -27,12 +27,9 @@ histograms (or images) and the class names of those that do not, without drawing
 anything, so that a caller can skip work no attached logger can show. TensorBoard and W&B take
 both; ``CSVLogger`` takes neither.
 
-**Tags.** The SROP histogram of layer ``name`` is ``f"{prefix}/{name}"``; the histogram of
-per-sample mean SROPs (the mean over one sample's valid channels, ``LayerReport.sample_counts``)
-is ``f"{prefix}/{name}/per_sample_mean"``. That name is deliberately not
-``.../sample_mean``, which is the key of the *scalar* statistic ``sample_mean``; in W&B one key
-cannot hold both a number and a histogram. A logger's own ``prefix`` argument is honoured the
-way Lightning honours it for scalars (``"{logger_prefix}-{tag}"``).
+**Tags.** Every name written here is spelled by :mod:`lightning_srop.tags` (the SROP histogram
+``{prefix}/{label}``, the per-sample one ``{prefix}/{label}/per_sample_mean``, a logger's own
+``prefix`` argument in front, as Lightning does for scalars).
 
 **Steps.** Pass :func:`logger_step` ``(trainer)``: the step at which Lightning logs
 epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is what
@@ -86,7 +83,6 @@ from lightning_srop.tags import (
     DEFAULT_PREFIX,
     LOGGER_JOIN,
     PER_MAP_TAG,
-    PER_SAMPLE_SUFFIX,
     SEPARATOR,
     join_tag,
     layer_run_dir,
@@ -95,11 +91,10 @@ from lightning_srop.tags import (
 )
 from lightning_srop.transforms import (
     HISTOGRAM_BINS,
-    _check_histogram,
     _check_max_bins,
-    _display,
+    _histogram_sums,
+    _layer_histograms,
     _rebin,
-    _trim,
     display_bins,
     rebin,
     trim_empty_bins,
@@ -150,42 +145,8 @@ _WANDB_KINDS: Final[frozenset[str]] = frozenset({"wandb_logger", "wandb_run"})
 
 
 # ------------------------------------------------------------------------------------------
-# Histograms
+# Tags
 # ------------------------------------------------------------------------------------------
-
-
-def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> tuple[float, float]:
-    """Sum and sum of squares of the values: exact from ``stats`` when they match ``counts``,
-    else from bin centres."""
-    num = int(counts.sum())
-    mean, std, count = (float(stats.get(key, math.nan)) for key in ("mean", "std", "count"))
-    if math.isfinite(mean) and math.isfinite(std) and count == num:
-        return mean * num, (std * std + mean * mean) * num
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    return float(counts @ centers), float(counts @ (centers * centers))
-
-
-def _histograms_of(
-    report: LayerReport, max_bins: int | None
-) -> list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]]:
-    """The non-empty ``(rest, counts, edges, stats)`` histograms of one report, validated
-    once, trimmed (and re-binned by :func:`~lightning_srop.transforms.display_bins` when ``max_bins`` is given).
-
-    ``rest`` is what follows the layer in the tag: nothing for the SROP histogram,
-    ``(PER_SAMPLE_SUFFIX,)`` for the per-sample one. ``stats`` are the exact statistics of the histogram's values where the
-    report has them (the SROP histogram), else empty (no per-sample count is kept).
-    """
-    out: list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]] = []
-    for rest, field, counts, stats in (
-        ((), "counts", report.counts, report.stats),
-        ((PER_SAMPLE_SUFFIX,), "sample_counts", report.sample_counts, {}),
-    ):
-        where = f"log_histograms: report {report.name!r} ({field})"
-        checked = _check_histogram(counts, report.edges, where)
-        kept = _trim(*checked) if max_bins is None else _display(*checked, max_bins)
-        if kept[0].size:
-            out.append((rest, *kept, stats))
-    return out
 
 
 def group_separator(logger: object) -> str:
@@ -385,6 +346,42 @@ def _unsupported_name(logger: Logger, names: list[str]) -> None:
         names.append(name)
 
 
+Histogram = tuple[str, tuple[str, ...], str, np.ndarray, np.ndarray, Mapping[str, float]]
+
+
+def _tensorboard_histograms(
+    logger: Logger,
+    experiment: Any,
+    histograms: Sequence[Histogram],
+    prefix: str,
+    runs: Mapping[str, str] | None,
+    step: int,
+) -> None:
+    """Write ``(layer, rest, tag, counts, edges, stats)`` histograms with
+    ``add_histogram_raw``: under their flat tags, or into each layer's own run (``runs``)."""
+    for name, rest, tag, counts, edges, stats in histograms:
+        writer = experiment
+        if runs is not None:
+            writer = _layer_writer(experiment, prefix, runs[name])
+            tag = layer_run_histogram_tag(
+                prefix, rest[0] if rest else PER_MAP_TAG, group_separator(logger)
+            )
+        total, total_sq = _histogram_sums(counts, edges, stats)
+        writer.add_histogram_raw(
+            _with_logger_prefix(logger, tag),
+            min=float(edges[0]),
+            max=float(edges[-1]),
+            num=int(counts.sum()),
+            sum=total,
+            sum_squares=total_sq,
+            bucket_limits=edges[1:].tolist(),
+            bucket_counts=counts.tolist(),
+            global_step=step,
+        )
+    if runs is not None:
+        _flush_layer_runs(experiment)
+
+
 def log_histograms(
     loggers: Sequence[Logger],
     reports: Sequence[LayerReport],
@@ -435,7 +432,7 @@ def log_histograms(
         )
     limit = None if max_bins is None else _check_max_bins(max_bins, "log_histograms")
     # Validated and binned once, whichever loggers are attached (malformed reports fail here).
-    binned = [(report, _histograms_of(report, limit)) for report in reports]
+    binned = [(report, _layer_histograms(report, limit)) for report in reports]
     names = dict(labels or {})
     unsupported: list[str] = []
     for logger in loggers:
@@ -443,40 +440,14 @@ def log_histograms(
         if kind is None or not _takes(kind, "histograms"):
             _unsupported_name(logger, unsupported)
             continue
-        histograms = [
-            (
-                report.name,
-                rest,
-                layer_tag(logger, prefix, names.get(report.name, report.name), *rest),
-                c,
-                e,
-                st,
-            )
-            for report, parts in binned
-            for rest, c, e, st in parts
+        label = {report.name: names.get(report.name, report.name) for report, _ in binned}
+        histograms: list[Histogram] = [
+            (report.name, rest, layer_tag(logger, prefix, label[report.name], *rest), c, e, st)
+            for report, layer_parts in binned
+            for rest, c, e, st in layer_parts
         ]
         if kind == "tensorboard":
-            for name, rest, tag, counts, edges, stats in histograms:
-                writer = experiment
-                if runs is not None:
-                    writer = _layer_writer(experiment, prefix, runs[name])
-                    tag = layer_run_histogram_tag(
-                        prefix, rest[0] if rest else PER_MAP_TAG, group_separator(logger)
-                    )
-                total, total_sq = _sums(counts, edges, stats)
-                writer.add_histogram_raw(
-                    _with_logger_prefix(logger, tag),
-                    min=float(edges[0]),
-                    max=float(edges[-1]),
-                    num=int(counts.sum()),
-                    sum=total,
-                    sum_squares=total_sq,
-                    bucket_limits=edges[1:].tolist(),
-                    bucket_counts=counts.tolist(),
-                    global_step=step,
-                )
-            if runs is not None:
-                _flush_layer_runs(experiment)
+            _tensorboard_histograms(logger, experiment, histograms, prefix, runs, step)
         elif histograms:
             import wandb
 

@@ -507,32 +507,38 @@ def read_csv(
     names = list(dict.fromkeys(layer for layer, _ in keys.values()))
     if order is not None:
         names = [n for n in order if n in names] + [n for n in names if n not in order]
-    reports: list[SROPReport] = []
-    for row in rows:
-        values: dict[str, dict[str, float]] = {}
-        for column, (layer, stat) in keys.items():
-            cell = (row.get(column) or "").strip()
-            if cell:
-                values.setdefault(layer, {})[stat] = float(cell)
-        if not values:
-            continue
-        layers = []
-        for depth, name in enumerate(n for n in names if n in values):
-            edges, counts, sample_counts = _empty_histogram()
-            logged = values[name]
-            stats = {s: logged.get(s, math.nan) for s in STATISTICS}
-            extra = {CHANGE: logged[CHANGE]} if CHANGE in logged else {}
-            layers.append(
-                LayerReport(name, stats, edges, counts, sample_counts, depth=depth, extra=extra)
-            )
-        reports.append(
-            SROPReport(
-                layers=tuple(layers),
-                epoch=_int_cell(row.get(epoch_column)),
-                step=_int_cell(row.get("step")),
-            )
+    reports = [_csv_report(row, keys, names, epoch_column) for row in rows]
+    return [report for report in reports if report is not None]
+
+
+def _csv_report(
+    row: Mapping[str, str | None],
+    keys: Mapping[str, tuple[str, str]],
+    names: Sequence[str],
+    epoch_column: str,
+) -> SROPReport | None:
+    """The report of one ``metrics.csv`` row (scalars only), None for a row without SROPs."""
+    values: dict[str, dict[str, float]] = {}
+    for column, (layer, stat) in keys.items():
+        cell = (row.get(column) or "").strip()
+        if cell:
+            values.setdefault(layer, {})[stat] = float(cell)
+    if not values:
+        return None
+    layers = []
+    for depth, name in enumerate(n for n in names if n in values):
+        edges, counts, sample_counts = _empty_histogram()
+        logged = values[name]
+        stats = {s: logged.get(s, math.nan) for s in STATISTICS}
+        extra = {CHANGE: logged[CHANGE]} if CHANGE in logged else {}
+        layers.append(
+            LayerReport(name, stats, edges, counts, sample_counts, depth=depth, extra=extra)
         )
-    return reports
+    return SROPReport(
+        layers=tuple(layers),
+        epoch=_int_cell(row.get(epoch_column)),
+        step=_int_cell(row.get("step")),
+    )
 
 
 def _int_cell(cell: str | None) -> int | None:

@@ -20,14 +20,15 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 import torch
 
-from lightning_srop.report import SROPReport, aligned_names, write_csv
+from lightning_srop.report import LayerReport, SROPReport, aligned_names, write_csv
 from lightning_srop.statistics import QUANTILES, STATISTICS, histogram_quantile
+from lightning_srop.tags import PER_SAMPLE_SUFFIX
 
 __all__ = [
     "HISTOGRAM_BINS",
@@ -307,6 +308,43 @@ def common_grid(
             np.add.at(full, index.clip(0, full.size - 1), counts.astype(np.int64))
         out.append(full)
     return edges, out
+
+
+def _histogram_sums(
+    counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]
+) -> tuple[float, float]:
+    """Sum and sum of squares of the values: exact from ``stats`` when they match ``counts``,
+    else from bin centres."""
+    num = int(counts.sum())
+    mean, std, count = (float(stats.get(key, math.nan)) for key in ("mean", "std", "count"))
+    if math.isfinite(mean) and math.isfinite(std) and count == num:
+        return mean * num, (std * std + mean * mean) * num
+    centers = 0.5 * (edges[:-1] + edges[1:])
+    return float(counts @ centers), float(counts @ (centers * centers))
+
+
+def _layer_histograms(
+    report: LayerReport, max_bins: int | None
+) -> list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]]:
+    """The non-empty ``(rest, counts, edges, stats)`` histograms of one report, validated
+    once, trimmed (and re-binned by :func:`display_bins` when ``max_bins`` is given).
+
+    ``rest`` is what follows the layer in the tag: nothing for the SROP histogram,
+    ``(PER_SAMPLE_SUFFIX,)`` for the per-sample one. ``stats`` are the exact statistics of
+    the histogram's values where the report has them (the SROP histogram), else empty (no
+    per-sample count is kept).
+    """
+    out: list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]] = []
+    for rest, field, counts, stats in (
+        ((), "counts", report.counts, report.stats),
+        ((PER_SAMPLE_SUFFIX,), "sample_counts", report.sample_counts, {}),
+    ):
+        where = f"log_histograms: report {report.name!r} ({field})"
+        checked = _check_histogram(counts, report.edges, where)
+        kept = _trim(*checked) if max_bins is None else _display(*checked, max_bins)
+        if kept[0].size:
+            out.append((rest, *kept, stats))
+    return out
 
 
 # ------------------------------------------------------------------------------------------
