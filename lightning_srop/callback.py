@@ -50,7 +50,7 @@ from lightning_srop.batches import BatchInput, input_of
 from lightning_srop.engine import SROPEngine, _is_compiled
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
-from lightning_srop.notices import notice
+from lightning_srop.notices import Notices
 from lightning_srop.options import (
     COMPILED_CHOICES,
     Compiled,
@@ -64,8 +64,10 @@ from lightning_srop.options import (
     check_choice,
     check_int,
 )
-from lightning_srop.report import CHANGE, LayerReport, SROPReport
+from lightning_srop.report import LayerReport, SROPReport
 from lightning_srop.statistics import Statistic
+from lightning_srop.tags import CHANGE, DEFAULT_PREFIX, REPORTS_GROUP, depth_labels, join_tag
+from lightning_srop.transforms import HISTOGRAM_BINS, history
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
@@ -117,6 +119,30 @@ def _metric_state(metric: Metric) -> dict[str, Any]:
     return state
 
 
+def _options(options: SROPOptions | None, measured: dict[str, Any], owner: str) -> SROPOptions:
+    """The callback's :class:`SROPOptions`: ``options`` when given (then every keyword of its
+    fields must be at its default), else built from those keywords."""
+    if options is None:
+        return SROPOptions(**measured, owner=owner)
+    if not isinstance(options, SROPOptions):
+        raise TypeError(
+            f"{owner}: expected `options` to be None or an SROPOptions; got "
+            f"{type(options).__name__}."
+        )
+    defaults = {f.name: f.default for f in dataclasses.fields(SROPOptions)}
+    changed = [
+        name
+        for name, value in measured.items()
+        if (tuple(value) if isinstance(value, list) else value) != defaults[name]
+    ]
+    if changed:
+        raise ValueError(
+            f"{owner}: pass what is measured either as `options=SROPOptions(...)` or as "
+            f"keywords, not both; got `options` and {', '.join(f'`{n}`' for n in changed)}."
+        )
+    return options.replace(owner=owner)
+
+
 class _Merged(Metric):
     """One value that the engine already merged across processes, logged as it is.
 
@@ -152,8 +178,9 @@ class SROPCallback(Callback):
     What is measured and how (``layers``, ``num_batches``, ``roll_percent``, ``keep_dc``,
     ``ndim``, ``unit``, ``layout``, ``grid``, ``prefix_tokens``, ``input_layout``, ``stats``,
     ``repeated``, ``num_bins``, ``input_key``, ``compiled``) is documented once, on
-    :class:`~lightning_srop.options.SROPOptions`; the arguments below decide when and where it
-    is logged.
+    :class:`~lightning_srop.options.SROPOptions`: pass those as keywords of the same names and
+    defaults, or as one ``options=SROPOptions(...)``. The arguments below decide when and where
+    it is logged.
 
     Args:
         every_n_epochs: measure every n-th validation run of ``fit``, starting with the first
@@ -176,7 +203,7 @@ class SROPCallback(Callback):
             monitor) stay ``{prefix}/{layer}/{stat}``. TensorBoard's layer runs and the W&B
             charts show forward order either way.
         histogram_bins: the most bins of a logged histogram (one bin per occupied value when
-            there are fewer, see :func:`lightning_srop.loggers.display_bins`); ``None`` logs
+            there are fewer, see :func:`lightning_srop.transforms.display_bins`); ``None`` logs
             the measured bins.
         save_reports: on rank zero, write each measured epoch's
             :class:`~lightning_srop.report.SROPReport` as JSON (histograms included) to
@@ -188,6 +215,9 @@ class SROPCallback(Callback):
             back, on batches moved by Lightning's own transfer path (see
             ``docs/dashboards.md``). Validation batches run through ``validation_step``
             either way.
+        options: what is measured and how, as one
+            :class:`~lightning_srop.options.SROPOptions` (e.g. shared with ``profile``); the
+            keywords of its fields are then left at their defaults.
 
     Attributes:
         options: the validated :class:`~lightning_srop.options.SROPOptions` (what is measured
@@ -225,37 +255,39 @@ class SROPCallback(Callback):
         stats: Sequence[Statistic] = ("mean", "median"),
         log_histograms: bool = True,
         log_figure: bool = True,
-        prefix: str = "srop",
+        prefix: str = DEFAULT_PREFIX,
         baseline: bool = True,
         ordered_tags: bool = False,
-        histogram_bins: int | None = 64,
+        histogram_bins: int | None = HISTOGRAM_BINS,
         save_reports: bool = False,
         repeated: Repeated = "separate",
         num_bins: int = 1024,
         input_key: str = "input",
         compiled: Compiled = "eager",
         forward: Callable[[LightningModule, Any], Any] | None = None,
+        options: SROPOptions | None = None,
     ) -> None:
-        owner = "SROPCallback"
-        # What is measured and how: one validated options object (shared with `profile`).
-        self.options = SROPOptions(
-            layers=layers,
-            num_batches=num_batches,
-            roll_percent=roll_percent,
-            keep_dc=keep_dc,
-            ndim=ndim,
-            unit=unit,
-            layout=layout,
-            grid=grid,
-            prefix_tokens=prefix_tokens,
-            input_layout=input_layout,
-            stats=stats,
-            repeated=repeated,
-            num_bins=num_bins,
-            input_key=input_key,
-            compiled=compiled,
-            owner=owner,
-        )
+        owner = _OWNER
+        # What is measured and how: one validated options object (shared with `profile`),
+        # given whole (`options=`) or as the flat keywords of its fields.
+        measured = {
+            "layers": layers,
+            "num_batches": num_batches,
+            "roll_percent": roll_percent,
+            "keep_dc": keep_dc,
+            "ndim": ndim,
+            "unit": unit,
+            "layout": layout,
+            "grid": grid,
+            "prefix_tokens": prefix_tokens,
+            "input_layout": input_layout,
+            "stats": stats,
+            "repeated": repeated,
+            "num_bins": num_bins,
+            "input_key": input_key,
+            "compiled": compiled,
+        }
+        self.options = _options(options, measured, owner)
         # When and where it is logged: the callback's own options.
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", owner, minimum=1)
         check_choice(sample, SAMPLE_CHOICES, "sample", owner)
@@ -296,7 +328,7 @@ class SROPCallback(Callback):
         self._batch_counter = 0
         self._measured_batches = 0
         self._chosen: set[int] | None = None  # None: the first `num_batches`
-        self._noticed: set[str] = set()
+        self._notices = Notices(owner)
         self._baseline: dict[str, float] | None = None  # layer -> baseline mean SROP
         self._history: list[dict[str, Any]] = []  # per measured epoch: small means only
         self._tag_index: dict[str, int] = {}  # layer -> depth index in logger tags
@@ -333,12 +365,23 @@ class SROPCallback(Callback):
         """Layer -> ``(epoch, value)`` of a logged ``statistic`` (or ``"mean"``, or ``"change"``
         with ``baseline=True``) in every measured epoch so far, in forward order; layers
         without it are left out."""
-        curves: dict[str, list[tuple[int, float]]] = {}
-        for entry in self._history:
-            for name, values in entry["values"].items():
-                if statistic in values:
-                    curves.setdefault(name, []).append((int(entry["epoch"]), values[statistic]))
-        return curves
+        return history(self._history_reports(), statistic, skip_missing=True)
+
+    def _history_reports(self) -> list[SROPReport]:
+        """The remembered values of every measured epoch as reports (no histograms), for
+        :func:`~lightning_srop.transforms.history`."""
+        none = np.zeros(0)
+        return [
+            SROPReport(
+                layers=tuple(
+                    LayerReport(name, dict(values), none, none, none, depth=depth)
+                    for depth, (name, values) in enumerate(entry["values"].items())
+                ),
+                epoch=int(entry["epoch"] or 0),
+                step=entry.get("step"),
+            )
+            for entry in self._history
+        ]
 
     @property
     def last_reports(self) -> list[LayerReport]:
@@ -373,9 +416,7 @@ class SROPCallback(Callback):
         return self._engine
 
     def _notice(self, key: str, message: str) -> None:
-        if key not in self._noticed:
-            self._noticed.add(key)
-            notice(f"SROPCallback: {message}", stacklevel=4)
+        self._notices(key, message)
 
     def _engine_for(self, pl_module: LightningModule) -> SROPEngine:
         """The engine of ``pl_module``: made anew when there is none or the model changed,
@@ -646,7 +687,7 @@ class SROPCallback(Callback):
         self._measured_epochs += 1
         self._remember(self.last_report)
         values = {
-            f"{self.prefix}/{name}/{stat}": value
+            join_tag(self.prefix, name, stat): value
             for name, stats in self._scalars(reports).items()
             for stat, value in stats.items()
         }
@@ -695,8 +736,7 @@ class SROPCallback(Callback):
             self._tag_index.setdefault(name, len(self._tag_index))
         if not (self.ordered_tags if indexed is None else indexed):
             return {name: name for name in names}
-        width = max(2, len(str(len(self._tag_index) - 1)))
-        return {name: f"{self._tag_index[name]:0{width}d}-{name}" for name in names}
+        return depth_labels(self._tag_index, names)
 
     def _log_views(self, trainer: Trainer, reports: Sequence[LayerReport]) -> None:
         """The loggers' scalars and the W&B charts (rank zero): in TensorBoard every layer is a
@@ -752,19 +792,19 @@ class SROPCallback(Callback):
                 ],
             )
             self._layout = (tuple(every), stats)
+        reports_so_far = self._history_reports()
         curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-        for entry in self._history:
-            for name, values in entry["values"].items():
-                label = self._labels([name])[name]
-                for stat, value in values.items():
-                    if stat in stats:
-                        curves.setdefault(stat, {}).setdefault(label, []).append(
-                            (int(entry["epoch"] or 0), value)
-                        )
+        for stat in stats:
+            by_layer = history(reports_so_far, stat, skip_missing=True)
+            if by_layer:
+                labelled = self._labels(list(by_layer))
+                curves[stat] = {labelled[name]: points for name, points in by_layer.items()}
         log_wandb_charts(others, curves, step=step, prefix=self.prefix)
 
     def _save_report(self, trainer: Trainer, report: SROPReport) -> Path:
-        directory = Path(trainer.log_dir or trainer.default_root_dir) / f"{self.prefix}_reports"
+        directory = Path(trainer.log_dir or trainer.default_root_dir) / (
+            self.prefix + REPORTS_GROUP
+        )
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"epoch={report.epoch}-step={report.step}.json"
         report.to_json(path)
@@ -813,21 +853,22 @@ class SROPCallback(Callback):
             plot_layer_profile,
             plot_srop_over_epochs,
             short_names,
+            unit_label,
         )
 
-        unit = "cycles / input pixel" if self.options.unit == "input" else "cycles / pixel"
+        unit = unit_label(self.options.unit)
         epoch = trainer.current_epoch
         try:
             figure = plot_layer_profile(
                 reports, unit=unit, title=f"SROP per layer, epoch {epoch}", compact=True
             )
-            log_figure(image_loggers, figure, tag=f"{self.prefix}/layer_profile", step=step)
+            log_figure(image_loggers, figure, tag=join_tag(self.prefix, "layer_profile"), step=step)
             curves = self.history
             shown = dict(zip(short_names(list(curves)), curves.values(), strict=True))
             figure = plot_srop_over_epochs(
                 shown, unit=unit, title=f"mean SROP per layer, up to epoch {epoch}", compact=True
             )
-            log_figure(image_loggers, figure, tag=f"{self.prefix}/over_epochs", step=step)
+            log_figure(image_loggers, figure, tag=join_tag(self.prefix, "over_epochs"), step=step)
             changes = self.history_of(CHANGE)
             if changes:
                 figure = plot_heatmap(
@@ -835,7 +876,9 @@ class SROPCallback(Callback):
                     title=f"SROP change since init, epoch {epoch}",
                     compact=True,
                 )
-                log_figure(image_loggers, figure, tag=f"{self.prefix}/change_heatmap", step=step)
+                log_figure(
+                    image_loggers, figure, tag=join_tag(self.prefix, "change_heatmap"), step=step
+                )
         except ModuleNotFoundError as err:
             missing = (err.name or "").partition(".")[0]
             if missing not in ("matplotlib", "PIL"):  # optional dependencies of figures only

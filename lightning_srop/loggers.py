@@ -13,10 +13,10 @@ Lightning's logger API has no common call for:
     zero, even when every map fell into one bin.
   * Weights & Biases: ``wandb.Histogram(np_histogram=(counts, edges))`` with at most
     :data:`WANDB_MAX_BINS` (512) bins: empty outer bins are trimmed first, then runs of ``k``
-    adjacent bins are summed (:func:`rebin`), which is exact (every edge is one of the original
+    adjacent bins are summed (:func:`~lightning_srop.transforms.rebin`), which is exact (every edge is one of the original
     edges, every count is a sum of original counts).
   * Layers without a single valid map (all flat or invalid, statistics NaN) are skipped.
-  * ``max_bins=`` re-bins each histogram for display first (:func:`display_bins`: one bin per
+  * ``max_bins=`` re-bins each histogram for display first (:func:`~lightning_srop.transforms.display_bins`: one bin per
     occupied value when there are few, else at most ``max_bins`` merged bins), exactly.
 
 - **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot, no
@@ -27,12 +27,9 @@ histograms (or images) and the class names of those that do not, without drawing
 anything, so that a caller can skip work no attached logger can show. TensorBoard and W&B take
 both; ``CSVLogger`` takes neither.
 
-**Tags.** The SROP histogram of layer ``name`` is ``f"{prefix}/{name}"``; the histogram of
-per-sample mean SROPs (the mean over one sample's valid channels, ``LayerReport.sample_counts``)
-is ``f"{prefix}/{name}/per_sample_mean"``. That name is deliberately not
-``.../sample_mean``, which is the key of the *scalar* statistic ``sample_mean``; in W&B one key
-cannot hold both a number and a histogram. A logger's own ``prefix`` argument is honoured the
-way Lightning honours it for scalars (``"{logger_prefix}-{tag}"``).
+**Tags.** Every name written here is spelled by :mod:`lightning_srop.tags` (the SROP histogram
+``{prefix}/{label}``, the per-sample one ``{prefix}/{label}/per_sample_mean``, a logger's own
+``prefix`` argument in front, as Lightning does for scalars).
 
 **Steps.** Pass :func:`logger_step` ``(trainer)``: the step at which Lightning logs
 epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is what
@@ -68,15 +65,14 @@ colour). :func:`close_layer_runs` closes those writers. Other loggers keep flat 
 :func:`log_scalars` writes ``{prefix}/{label}/{statistic}`` under labels chosen by the caller
 (a depth index in front of each layer name sorts them in forward order),
 :func:`define_wandb_metrics` and :func:`log_wandb_charts` give W&B its charts (epoch as the
-x-axis, one ``line_series`` chart per statistic). :func:`log_layout` writes a TensorBoard
-custom-scalars layout over flat tags (one multiline chart per statistic); the callback no
-longer writes one. Every tag is joined with the logger's ``group_separator``.
+x-axis, one ``line_series`` chart per statistic). Every tag is joined with the logger's
+``group_separator``; the tag scheme (encoded here, decoded by :mod:`lightning_srop.runs`) is
+:mod:`lightning_srop.tags`'s.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
 import sys
 import weakref
@@ -85,7 +81,28 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import numpy as np
 
-from lightning_srop.report import HISTOGRAMS_GROUP, PER_MAP_TAG, PER_SAMPLE_SUFFIX, LayerReport
+from lightning_srop.report import LayerReport
+from lightning_srop.tags import (
+    CHARTS_GROUP,
+    DEFAULT_PREFIX,
+    LOGGER_JOIN,
+    PER_MAP_TAG,
+    SEPARATOR,
+    join_tag,
+    layer_run_dir,
+    layer_run_histogram_tag,
+    with_logger_prefix,
+)
+from lightning_srop.transforms import (
+    HISTOGRAM_BINS,
+    _check_max_bins,
+    _histogram_sums,
+    _layer_histograms,
+    _rebin,
+    display_bins,
+    rebin,
+    trim_empty_bins,
+)
 
 if TYPE_CHECKING:
     from lightning.fabric.loggers.logger import Logger
@@ -104,7 +121,6 @@ __all__ = [
     "log_figure",
     "log_histograms",
     "log_layer_runs",
-    "log_layout",
     "log_scalars",
     "log_wandb_charts",
     "logger_step",
@@ -115,9 +131,6 @@ __all__ = [
 
 #: Most bins W&B keeps in one histogram (``wandb.Histogram.MAX_LENGTH``).
 WANDB_MAX_BINS: Final[int] = 512
-
-#: Default most bins of a logged histogram (see :func:`display_bins`).
-HISTOGRAM_BINS: Final[int] = 64
 
 #: What a logger may take besides scalars, for :func:`loggers_taking`.
 OUTPUTS: Final[tuple[str, ...]] = ("histograms", "images")
@@ -136,208 +149,14 @@ _WANDB_KINDS: Final[frozenset[str]] = frozenset({"wandb_logger", "wandb_run"})
 
 
 # ------------------------------------------------------------------------------------------
-# Histogram helpers
+# Tags
 # ------------------------------------------------------------------------------------------
-
-
-def _check_histogram(counts: Any, edges: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate ``counts``/``edges`` and return them as int64 / float64 arrays."""
-    counts_arr = np.asarray(counts)
-    edges_arr = np.asarray(edges, dtype=np.float64)
-    if counts_arr.ndim != 1 or counts_arr.size == 0:
-        raise ValueError(
-            f"{where}: expected `counts` to be a non-empty 1-D array, got shape {counts_arr.shape}."
-        )
-    if edges_arr.shape != (counts_arr.size + 1,):
-        raise ValueError(
-            f"{where}: expected `edges` of shape ({counts_arr.size + 1},) for {counts_arr.size} "
-            f"bins, got shape {edges_arr.shape}."
-        )
-    if not np.all(np.isfinite(edges_arr)) or not np.all(np.diff(edges_arr) > 0):
-        raise ValueError(f"{where}: expected `edges` to be finite and strictly increasing.")
-    integral = counts_arr.dtype.kind in "iu" or (
-        counts_arr.dtype.kind == "f" and bool(np.all(counts_arr == np.round(counts_arr)))
-    )
-    if not integral:
-        raise ValueError(
-            f"{where}: expected integer `counts`, got dtype {counts_arr.dtype} "
-            "(NaN or fractional values are not counts)."
-        )
-    counts_int = counts_arr.astype(np.int64)
-    if np.any(counts_int < 0):
-        raise ValueError(f"{where}: expected `counts` >= 0, got min {int(counts_int.min())}.")
-    return counts_int, edges_arr
-
-
-def trim_empty_bins(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Drop empty leading and trailing bins.
-
-    Args:
-        counts: counts per bin, shape ``(n,)``.
-        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
-
-    Returns:
-        ``(counts, edges)`` from the first to the last non-empty bin (views, not copies); both
-        empty (shapes ``(0,)`` and ``(0,)``) when every bin is empty.
-
-    Examples:
-        >>> import numpy as np
-        >>> trim_empty_bins(np.array([0, 2, 0, 1, 0]), np.arange(6.0))
-        (array([2, 0, 1]), array([1., 2., 3., 4.]))
-    """
-    return _trim(*_check_histogram(counts, edges, "trim_empty_bins"))
-
-
-def _check_max_bins(max_bins: object, where: str) -> int:
-    """``max_bins`` as an int, or the error every ``max_bins`` argument raises."""
-    if isinstance(max_bins, bool) or not isinstance(max_bins, (int, np.integer)) or max_bins < 1:
-        raise ValueError(f"{where}: expected `max_bins` to be an int >= 1, got {max_bins!r}.")
-    return int(max_bins)
-
-
-def _trim(counts: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`trim_empty_bins` of a validated histogram."""
-    nonzero = np.flatnonzero(counts)
-    if nonzero.size == 0:
-        return counts[:0], edges[:0]
-    first, last = int(nonzero[0]), int(nonzero[-1])
-    return counts[first : last + 1], edges[first : last + 2]
-
-
-def rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge adjacent bins exactly until there are at most ``max_bins``.
-
-    Runs of ``k = ceil(n / max_bins)`` adjacent bins are summed, starting at the first bin; the
-    last run is shorter when ``k`` does not divide ``n``. Totals are preserved and every new
-    edge is one of the old ones. With ``n <= max_bins`` the input comes back unchanged.
-
-    Args:
-        counts: counts per bin, shape ``(n,)``.
-        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
-        max_bins: the most bins wanted, >= 1.
-
-    Returns:
-        ``(counts, edges)`` with ``ceil(n / k)`` bins, int64 and float64.
-
-    Raises:
-        ValueError: ``max_bins`` is not an int >= 1, or counts/edges are malformed.
-
-    Examples:
-        >>> import numpy as np
-        >>> rebin(np.array([1, 2, 3, 4, 5]), np.arange(6.0), 2)
-        (array([6, 9]), array([0., 3., 5.]))
-    """
-    limit = _check_max_bins(max_bins, "rebin")
-    return _rebin(*_check_histogram(counts, edges, "rebin"), limit)
-
-
-def _rebin(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`rebin` of a validated histogram."""
-    n = counts.size
-    if n <= max_bins:
-        return counts, edges
-    k = -(-n // max_bins)
-    starts = np.arange(0, n, k)
-    merged = np.add.reduceat(counts, starts).astype(np.int64)
-    return merged, np.append(edges[starts], edges[-1])
-
-
-def display_bins(
-    counts: np.ndarray, edges: np.ndarray, max_bins: int = HISTOGRAM_BINS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Bins that read well: one per occupied value when there are few, else at most ``max_bins``.
-
-    SROPs of small maps take few distinct values (a ``7 x 7`` map has a handful of radius
-    shells), which on a fine fixed grid is a comb of empty bins with a few spikes. So:
-
-    - empty outer bins are trimmed (:func:`trim_empty_bins`);
-    - at most ``max_bins`` non-empty bins left: one bin per non-empty bin, centred on it, with
-      edges half-way between neighbouring non-empty bins (the outer ones as wide as the half
-      gap to their neighbour, never below 0 or narrower than the original bin); contiguous
-      non-empty bins keep their original edges;
-    - more: runs of adjacent bins are summed (:func:`rebin`) down to at most ``max_bins``.
-
-    Exact either way: every original bin lies inside exactly one new bin, so every count is a
-    sum of original counts and the total is unchanged.
-
-    Args:
-        counts: counts per bin, shape ``(n,)``.
-        edges: bin edges, shape ``(n + 1,)``, strictly increasing.
-        max_bins: the most bins wanted, >= 1.
-
-    Returns:
-        ``(counts, edges)``, int64 and float64; both zero-length when every bin is empty.
-
-    Examples:
-        >>> import numpy as np
-        >>> counts = np.zeros(10, dtype=np.int64); counts[[2, 3, 7]] = [4, 1, 2]
-        >>> display_bins(counts, np.arange(11.0))
-        (array([4, 1, 2]), array([2. , 3. , 5.5, 9.5]))
-    """
-    limit = _check_max_bins(max_bins, "display_bins")
-    return _display(*_check_histogram(counts, edges, "display_bins"), limit)
-
-
-def _display(counts: np.ndarray, edges: np.ndarray, max_bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`display_bins` of a validated histogram."""
-    trimmed_counts, trimmed_edges = _trim(counts, edges)
-    occupied = np.flatnonzero(trimmed_counts)
-    if occupied.size == 0:
-        return trimmed_counts, trimmed_edges
-    if occupied.size > max_bins:
-        return _rebin(trimmed_counts, trimmed_edges, max_bins)
-    lefts, rights = trimmed_edges[occupied], trimmed_edges[occupied + 1]
-    centres = 0.5 * (lefts + rights)
-    inner = 0.5 * (centres[:-1] + centres[1:])
-    # Neighbouring bins keep their shared edge exactly (no rounding of the midpoint).
-    inner = np.where(occupied[1:] - occupied[:-1] == 1, rights[:-1], inner)
-    if occupied.size > 1:
-        first = min(float(lefts[0]), max(0.0, float(centres[0] - (inner[0] - centres[0]))))
-        last = max(float(rights[-1]), float(centres[-1] + (centres[-1] - inner[-1])))
-    else:
-        first, last = float(lefts[0]), float(rights[0])
-    new_edges = np.concatenate([[first], inner, [last]]).astype(np.float64)
-    return trimmed_counts[occupied].astype(np.int64), new_edges
-
-
-def _sums(counts: np.ndarray, edges: np.ndarray, stats: Mapping[str, float]) -> tuple[float, float]:
-    """Sum and sum of squares of the values: exact from ``stats`` when they match ``counts``,
-    else from bin centres."""
-    num = int(counts.sum())
-    mean, std, count = (float(stats.get(key, math.nan)) for key in ("mean", "std", "count"))
-    if math.isfinite(mean) and math.isfinite(std) and count == num:
-        return mean * num, (std * std + mean * mean) * num
-    centers = 0.5 * (edges[:-1] + edges[1:])
-    return float(counts @ centers), float(counts @ (centers * centers))
-
-
-def _histograms_of(
-    report: LayerReport, max_bins: int | None
-) -> list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]]:
-    """The non-empty ``(rest, counts, edges, stats)`` histograms of one report, validated
-    once, trimmed (and re-binned by :func:`display_bins` when ``max_bins`` is given).
-
-    ``rest`` is what follows the layer in the tag: nothing for the SROP histogram,
-    ``(PER_SAMPLE_SUFFIX,)`` for the per-sample one. ``stats`` are the exact statistics of the histogram's values where the
-    report has them (the SROP histogram), else empty (no per-sample count is kept).
-    """
-    out: list[tuple[tuple[str, ...], np.ndarray, np.ndarray, Mapping[str, float]]] = []
-    for rest, field, counts, stats in (
-        ((), "counts", report.counts, report.stats),
-        ((PER_SAMPLE_SUFFIX,), "sample_counts", report.sample_counts, {}),
-    ):
-        where = f"log_histograms: report {report.name!r} ({field})"
-        checked = _check_histogram(counts, report.edges, where)
-        kept = _trim(*checked) if max_bins is None else _display(*checked, max_bins)
-        if kept[0].size:
-            out.append((rest, *kept, stats))
-    return out
 
 
 def group_separator(logger: object) -> str:
     """The logger's ``group_separator`` (Lightning's loggers: ``"/"``), ``"/"`` if it has none."""
-    separator = getattr(logger, "group_separator", "/")
-    return separator if isinstance(separator, str) and separator else "/"
+    separator = getattr(logger, "group_separator", SEPARATOR)
+    return separator if isinstance(separator, str) and separator else SEPARATOR
 
 
 def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
@@ -347,7 +166,7 @@ def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
         >>> layer_tag(None, "srop", "00-features.0", "mean")
         'srop/00-features.0/mean'
     """
-    return group_separator(logger).join((prefix, label, *rest))
+    return join_tag(prefix, label, *rest, separator=group_separator(logger))
 
 
 # ------------------------------------------------------------------------------------------
@@ -358,9 +177,9 @@ def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
 def _with_logger_prefix(logger: Logger, tag: str) -> str:
     """``tag`` as the logger's own ``log_metrics`` would name it (``prefix`` argument)."""
     logger_prefix = getattr(logger, "_prefix", "")
-    if isinstance(logger_prefix, str) and logger_prefix:
-        join = getattr(logger, "LOGGER_JOIN_CHAR", "-")
-        return f"{logger_prefix}{join}{tag}"
+    join = getattr(logger, "LOGGER_JOIN_CHAR", LOGGER_JOIN)
+    if isinstance(logger_prefix, str) and isinstance(join, str):
+        return with_logger_prefix(tag, logger_prefix, join)
     return tag
 
 
@@ -531,12 +350,48 @@ def _unsupported_name(logger: Logger, names: list[str]) -> None:
         names.append(name)
 
 
+Histogram = tuple[str, tuple[str, ...], str, np.ndarray, np.ndarray, Mapping[str, float]]
+
+
+def _tensorboard_histograms(
+    logger: Logger,
+    experiment: Any,
+    histograms: Sequence[Histogram],
+    prefix: str,
+    runs: Mapping[str, str] | None,
+    step: int,
+) -> None:
+    """Write ``(layer, rest, tag, counts, edges, stats)`` histograms with
+    ``add_histogram_raw``: under their flat tags, or into each layer's own run (``runs``)."""
+    for name, rest, tag, counts, edges, stats in histograms:
+        writer = experiment
+        if runs is not None:
+            writer = _layer_writer(experiment, prefix, runs[name])
+            tag = layer_run_histogram_tag(
+                prefix, rest[0] if rest else PER_MAP_TAG, group_separator(logger)
+            )
+        total, total_sq = _histogram_sums(counts, edges, stats)
+        writer.add_histogram_raw(
+            _with_logger_prefix(logger, tag),
+            min=float(edges[0]),
+            max=float(edges[-1]),
+            num=int(counts.sum()),
+            sum=total,
+            sum_squares=total_sq,
+            bucket_limits=edges[1:].tolist(),
+            bucket_counts=counts.tolist(),
+            global_step=step,
+        )
+    if runs is not None:
+        _flush_layer_runs(experiment)
+
+
 def log_histograms(
     loggers: Sequence[Logger],
     reports: Sequence[LayerReport],
     *,
     step: int,
-    prefix: str = "srop",
+    prefix: str = DEFAULT_PREFIX,
     labels: Mapping[str, str] | None = None,
     max_bins: int | None = None,
     runs: Mapping[str, str] | None = None,
@@ -559,7 +414,7 @@ def log_histograms(
         prefix: first component of every tag.
         labels: layer name -> the tag component used for it (e.g. ``"00-features.0"``).
         max_bins: ``None`` writes the measured bins (empty outer bins trimmed); an int
-            re-bins each histogram for display with :func:`display_bins` (what the callback
+            re-bins each histogram for display with :func:`~lightning_srop.transforms.display_bins` (what the callback
             does, with ``histogram_bins``).
         runs: layer name -> its TensorBoard run label (``{NN}-{layer}``, see
             :func:`log_layer_runs`): TensorBoard histograms go into the layer's own run as
@@ -581,7 +436,7 @@ def log_histograms(
         )
     limit = None if max_bins is None else _check_max_bins(max_bins, "log_histograms")
     # Validated and binned once, whichever loggers are attached (malformed reports fail here).
-    binned = [(report, _histograms_of(report, limit)) for report in reports]
+    binned = [(report, _layer_histograms(report, limit)) for report in reports]
     names = dict(labels or {})
     unsupported: list[str] = []
     for logger in loggers:
@@ -589,40 +444,14 @@ def log_histograms(
         if kind is None or not _takes(kind, "histograms"):
             _unsupported_name(logger, unsupported)
             continue
-        histograms = [
-            (
-                report.name,
-                rest,
-                layer_tag(logger, prefix, names.get(report.name, report.name), *rest),
-                c,
-                e,
-                st,
-            )
-            for report, parts in binned
-            for rest, c, e, st in parts
+        label = {report.name: names.get(report.name, report.name) for report, _ in binned}
+        histograms: list[Histogram] = [
+            (report.name, rest, layer_tag(logger, prefix, label[report.name], *rest), c, e, st)
+            for report, layer_parts in binned
+            for rest, c, e, st in layer_parts
         ]
         if kind == "tensorboard":
-            for name, rest, tag, counts, edges, stats in histograms:
-                writer = experiment
-                if runs is not None:
-                    writer = _layer_writer(experiment, prefix, runs[name])
-                    tag = group_separator(logger).join(
-                        (prefix + HISTOGRAMS_GROUP, *(rest or (PER_MAP_TAG,)))
-                    )
-                total, total_sq = _sums(counts, edges, stats)
-                writer.add_histogram_raw(
-                    _with_logger_prefix(logger, tag),
-                    min=float(edges[0]),
-                    max=float(edges[-1]),
-                    num=int(counts.sum()),
-                    sum=total,
-                    sum_squares=total_sq,
-                    bucket_limits=edges[1:].tolist(),
-                    bucket_counts=counts.tolist(),
-                    global_step=step,
-                )
-            if runs is not None:
-                _flush_layer_runs(experiment)
+            _tensorboard_histograms(logger, experiment, histograms, prefix, runs, step)
         elif histograms:
             import wandb
 
@@ -640,7 +469,7 @@ def log_scalars(
     *,
     step: int,
     epoch: int,
-    prefix: str = "srop",
+    prefix: str = DEFAULT_PREFIX,
 ) -> None:
     """Write ``{prefix}/{label}/{statistic}`` scalars to every logger, with ``epoch``.
 
@@ -680,7 +509,7 @@ def _layer_writer(experiment: Any, prefix: str, label: str) -> Any:
     """The writer of a layer's own run ``{log_dir}/{prefix}/{label}``: one per folder, of the
     logger's own writer class (``torch.utils.tensorboard`` or ``tensorboardX``), kept open."""
     writers = _LAYER_WRITERS.setdefault(experiment, {})
-    path = os.path.join(experiment.get_logdir(), prefix, label)
+    path = str(layer_run_dir(experiment.get_logdir(), prefix, label))
     if path not in writers:
         writers[path] = type(experiment)(path)
     return writers[path]
@@ -709,7 +538,7 @@ def log_layer_runs(
     *,
     step: int,
     epoch: int,
-    prefix: str = "srop",
+    prefix: str = DEFAULT_PREFIX,
 ) -> list[Logger]:
     """TensorBoard: every layer a run of its own, so that each statistic is one chart with one
     coloured, named line per layer.
@@ -742,56 +571,12 @@ def log_layer_runs(
         for label, stats in values.items():
             writer = _layer_writer(experiment, prefix, label)
             for stat, value in stats.items():
-                tag = _with_logger_prefix(logger, separator.join((prefix, stat)))
+                tag = _with_logger_prefix(logger, join_tag(prefix, stat, separator=separator))
                 writer.add_scalar(tag, float(value), global_step=step)
         _flush_layer_runs(experiment)
         if values:
             logger.log_metrics({"epoch": int(epoch)}, step=step)
     return others
-
-
-def log_layout(
-    loggers: Sequence[Logger],
-    charts: Mapping[str, Sequence[str]],
-    *,
-    prefix: str = "srop",
-    category: str | None = None,
-) -> dict[str, list[str]]:
-    """Write a TensorBoard custom-scalars layout: one multiline chart per statistic.
-
-    ``charts`` maps a statistic to the layer labels in forward order; each chart plots the
-    tags ``{prefix}/{label}/{statistic}`` of every label (exact-match regular expressions, the
-    logger's ``group_separator`` and ``prefix`` applied as for its scalars). TensorBoard shows
-    the layout in its *Custom Scalars* dashboard; writing it again (new layers) replaces it.
-    W&B gets its charts from :func:`log_wandb_charts`.
-
-    Args:
-        loggers: Lightning loggers; only TensorBoard loggers take a layout.
-        charts: statistic -> layer labels (forward order).
-        prefix: first component of every tag.
-        category: the dashboard's section title; default ``"{prefix}: SROP per layer"``.
-
-    Returns:
-        Statistic -> the tags of its chart, for the first TensorBoard logger (empty without
-        one).
-    """
-    title = f"{prefix}: SROP per layer" if category is None else category
-    written: dict[str, list[str]] = {}
-    for logger in loggers:
-        kind, experiment = _kind(logger)
-        if kind != "tensorboard":
-            continue
-        layout: dict[str, dict[str, list[Any]]] = {title: {}}
-        for stat, labels in charts.items():
-            tags = [
-                _with_logger_prefix(logger, layer_tag(logger, prefix, label, stat))
-                for label in labels
-            ]
-            layout[title][stat] = ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
-            written.setdefault(stat, tags)
-        experiment.add_custom_scalars(layout)
-        experiment.flush()
-    return written
 
 
 def define_wandb_metrics(loggers: Sequence[Logger], keys: Sequence[str]) -> None:
@@ -819,7 +604,7 @@ def log_wandb_charts(
     curves: Mapping[str, Mapping[str, Sequence[tuple[int, float]]]],
     *,
     step: int,
-    prefix: str = "srop",
+    prefix: str = DEFAULT_PREFIX,
 ) -> None:
     """One W&B line chart per statistic, every layer a line, against epoch.
 
@@ -850,7 +635,8 @@ def log_wandb_charts(
             for points in layers.values():
                 by_epoch = {int(e): float(v) for e, v in points}
                 ys.append([by_epoch.get(e, math.nan) for e in epochs])
-            record[f"{prefix}_charts{separator}{stat}"] = wandb.plot.line_series(
+            key = join_tag(prefix + CHARTS_GROUP, stat, separator=separator)
+            record[key] = wandb.plot.line_series(
                 xs=epochs,
                 ys=ys,
                 keys=list(layers),

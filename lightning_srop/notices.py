@@ -16,7 +16,7 @@ import warnings
 
 import torch
 
-__all__ = ["SROPWarning", "is_rank_zero", "notice"]
+__all__ = ["Notices", "SROPWarning", "is_rank_zero", "notice"]
 
 
 class SROPWarning(UserWarning):
@@ -40,3 +40,40 @@ def notice(message: str, *, stacklevel: int = 3) -> None:
     """Emit ``message`` as a :class:`SROPWarning` on rank zero only."""
     if is_rank_zero():
         warnings.warn(message, SROPWarning, stacklevel=stacklevel)
+
+
+class Notices:
+    """Say each notice once: keyed by what it is about (a layer, a logger class, a reason),
+    not by its text, which may change between epochs (counts, shapes).
+
+    Lightning's ``WarningCache`` keys by message text, hence this keyed twin. One instance per
+    owner (a callback, an engine); it pickles with its owner, keys said included.
+
+    Args:
+        owner: the name in front of every message, e.g. ``"SROPCallback"``.
+
+    Examples:
+        >>> import warnings
+        >>> say = Notices("Demo")
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     said = [say("layer:a", f"layer 'a' skipped, epoch {e}") for e in range(3)]
+        >>> said, [str(w.message) for w in caught]
+        ([True, False, False], ["Demo: layer 'a' skipped, epoch 0"])
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self._said: set[str] = set()
+
+    def __call__(self, key: str, message: str, *, stacklevel: int = 4) -> bool:
+        """Emit ``{owner}: {message}`` (rank zero only) unless ``key`` was said already.
+
+        Returns:
+            Whether the notice was new.
+        """
+        if key in self._said:
+            return False
+        self._said.add(key)
+        notice(f"{self.owner}: {message}", stacklevel=stacklevel + 1)
+        return True

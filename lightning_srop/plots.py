@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from lightning_srop.report import LayerReport, SROPReport, aligned_names
+from lightning_srop.transforms import history
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,6 +37,7 @@ __all__ = [
     "plot_srop_over_epochs",
     "save_figure",
     "short_names",
+    "unit_label",
 ]
 
 #: Resolution of :func:`save_figure` (sharp on screens and slides, files of ~100 kB).
@@ -73,6 +75,17 @@ def _stat(report: LayerReport, key: str) -> float:
 
 def _srop_label(unit: str) -> str:
     return f"SROP ({unit})" if unit else "SROP"
+
+
+def unit_label(unit: str) -> str:
+    """The frequency unit of SROPs measured with ``unit`` (an option of
+    :class:`~lightning_srop.options.SROPOptions`), for axis labels and tables.
+
+    Examples:
+        >>> unit_label("input"), unit_label("layer")
+        ('cycles / input pixel', 'cycles / pixel')
+    """
+    return f"cycles / {'input pixel' if unit == 'input' else 'pixel'}"
 
 
 def short_names(names: Sequence[str], max_length: int = 16) -> list[str]:
@@ -378,7 +391,7 @@ def plot_heatmap(
 
     Args:
         history: layer name -> ``(epoch, value)`` points, in forward order (e.g.
-            ``SROPCallback.history`` of ``change``, or :func:`lightning_srop.runs.history`).
+            ``SROPCallback.history`` of ``change``, or :func:`lightning_srop.transforms.history`).
         label: the colour bar's label.
         title: figure title; default ``"SROP change since initialization"``.
         compact: a figure to read as a thumbnail (TensorBoard's 350 px image cards): a square
@@ -480,7 +493,6 @@ def plot_change_heatmap(
         >>> fig.axes[0].images[0].get_array().shape
         (2, 2)
     """
-    from lightning_srop.runs import history
 
     if len(reports) == 0:
         raise ValueError("plot_change_heatmap: expected at least one report, got none.")
@@ -616,8 +628,7 @@ def plot_reports(
     else:
         ax.set_ylim(bottom=0.0)
     ax.set_xlabel("layer (forward order)")
-    per = "input pixel" if unit == "input" else "pixel"
-    ax.set_ylabel(f"{'log ' if log else ''}mean SROP (cycles / {per})")
+    ax.set_ylabel(f"{'log ' if log else ''}mean SROP ({unit_label(unit)})")
     ax.set_title("SROP per layer" if title is None else title)
     ax.grid(axis="y", alpha=0.3)
     if len(reports) > 1 or quartiles:
@@ -662,7 +673,7 @@ def plot_over_epochs(
 ) -> Figure:
     """Each layer's ``statistic`` over the epochs of one run, optionally beside accuracy.
 
-    The curves come from :func:`lightning_srop.runs.history` (layers in forward order, shallow
+    The curves come from :func:`lightning_srop.transforms.history` (layers in forward order, shallow
     to deep in the legend and colours) and are drawn by :func:`plot_srop_over_epochs`; the
     reports may come from :func:`lightning_srop.runs.read_run`, from ``SROPCallback`` or from
     saved JSON files.
@@ -693,7 +704,6 @@ def plot_over_epochs(
         >>> [line.get_label() for line in fig.axes[0].get_lines()]
         ['stem', 'pool']
     """
-    from lightning_srop.runs import history
 
     if len(reports) == 0:
         raise ValueError("plot_over_epochs: expected at least one report, got none.")
@@ -702,7 +712,7 @@ def plot_over_epochs(
         raise ValueError("plot_over_epochs: the reports hold no layers.")
     if unit is None:
         units = {r.options.get("unit", "layer") for r in reports}
-        unit = "cycles / input pixel" if units == {"input"} else "cycles / pixel"
+        unit = unit_label("input" if units == {"input"} else "layer")
     figure = plot_srop_over_epochs(curves, accuracy, unit=unit, title=title)
     srop_ax = figure.axes[0]
     srop_ax.set_ylabel(f"{statistic} {_srop_label(unit)}")

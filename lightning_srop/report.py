@@ -5,8 +5,9 @@
 - :class:`SROPReport`: every layer of one measurement (a ``profile`` call or one validation
   epoch of the callback) with the options used; saved and loaded as JSON (exact round trip,
   histograms included), written as CSV, shown as a table, turned into a pandas DataFrame.
-- The names every consumer shares (:data:`CHANGE`, :data:`PER_SAMPLE_SUFFIX`) and the one CSV
-  writer (:func:`write_csv`) and text table (:func:`format_table`) of the package.
+- The one CSV writer (:func:`write_csv`) and text table (:func:`format_table`) of the
+  package; the names of logged values (:data:`CHANGE`, ...) come from
+  :mod:`lightning_srop.tags`, the tag scheme, and are re-exported here.
 
 No torch state is kept: reports pickle, travel between processes and load without a model.
 This module imports no consumer: drawing lives in :mod:`lightning_srop.plots`
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from lightning_srop.statistics import STATISTICS, SROPStatistics
+from lightning_srop.tags import CHANGE, HISTOGRAMS_GROUP, PER_MAP_TAG, PER_SAMPLE_SUFFIX
 
 if TYPE_CHECKING:
     import pandas  # type: ignore[import-untyped]
@@ -48,20 +50,6 @@ __all__ = [
 
 #: Version of the JSON layout written by :meth:`SROPReport.to_json`.
 REPORT_FORMAT: Final[int] = 1
-
-#: The change since the baseline, log(mean SROP / baseline mean SROP): a key of
-#: ``LayerReport.extra`` and the logged statistic ``{prefix}/{layer}/change``.
-CHANGE: Final[str] = "change"
-
-#: Tag suffix of the per-sample mean SROP histogram, ``{prefix}/{layer}/per_sample_mean`` (not
-#: ``.../sample_mean``, the key of the scalar statistic: in W&B one key cannot hold both).
-PER_SAMPLE_SUFFIX: Final[str] = "per_sample_mean"
-
-#: TensorBoard: every layer is a run of its own, ``{log_dir}/{prefix}/{NN}-{layer}``, holding
-#: the scalars ``{prefix}/{stat}`` and the histograms ``{prefix}{HISTOGRAMS_GROUP}/{PER_MAP_TAG}``
-#: (one SROP per channel map) and ``{prefix}{HISTOGRAMS_GROUP}/{PER_SAMPLE_SUFFIX}``.
-HISTOGRAMS_GROUP: Final[str] = "_histograms"
-PER_MAP_TAG: Final[str] = "per_map"
 
 
 def write_csv(

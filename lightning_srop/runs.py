@@ -2,16 +2,20 @@
 
 Three sources, detected by :func:`read_run`:
 
-- **TensorBoard** event files (:func:`read_tensorboard`): the scalars ``{prefix}/{layer}/{stat}``
-  that :class:`~lightning_srop.SROPCallback` logged, and its histograms ``{prefix}/{layer}`` and
-  ``{prefix}/{layer}/per_sample_mean`` (the bins it logged: the fixed bins minus empty outer
+- **TensorBoard** event files (:func:`read_tensorboard`): what
+  :class:`~lightning_srop.SROPCallback` logged, every layer a run of its own
+  (``{prefix}/{NN}-{layer}``: scalars ``{prefix}/{stat}``, histograms
+  ``{prefix}_histograms/per_map`` and ``.../per_sample_mean``), and flat tags written by other
+  code (scalars ``{prefix}/{layer}/{stat}``, histograms ``{prefix}/{layer}`` and
+  ``{prefix}/{layer}/per_sample_mean``); the tag scheme is :mod:`lightning_srop.tags`'s. The
+  histograms hold the bins the callback logged: the fixed bins minus empty outer
   ones with ``histogram_bins=None``, else re-binned for display, exactly: every logged bin is a
-  union of fixed bins). The callback's depth index (``{prefix}/{NN}-{layer}/{stat}``,
+  union of fixed bins. The callback's depth index (``{prefix}/{NN}-{layer}/{stat}``,
   ``ordered_tags=True``) is recognised and stripped when every layer of the run carries one.
   ``{prefix}/{layer}/change`` (``baseline=True``) goes to ``LayerReport.extra["change"]``.
   Statistics that were not logged as scalars are derived from the histograms where they can be
   (count exactly; mean and std from the histogram's sums, exact when the callback had them;
-  min, max and quantiles to within half a logged bin, see :func:`histogram_statistics`).
+  min, max and quantiles to within half a logged bin, see :func:`~lightning_srop.transforms.histogram_statistics`).
 - **CSVLogger** ``metrics.csv`` (:func:`read_csv`): scalars only, no histograms.
 - **Report JSON** files written by :meth:`SROPReport.to_json` (:func:`read_reports`): exact.
 
@@ -24,24 +28,24 @@ What a report read from a logger holds:
   (the union of their bins; a gap between them is filled with empty bins of the same width).
   Without a histogram (CSV, a layer without valid maps, ``log_histograms=False``) all three are
   zero-length arrays;
-- ``depth``: forward order, read from what the run recorded: the TensorBoard Custom Scalars
-  layout the callback writes (its charts list every layer in forward order). A run without one
-  (written by other code) follows a plain rule: the
-  callback's depth index (``{NN}-{layer}`` tags, ``ordered_tags=True``) when every layer has
-  one, else layer names sorted alphabetically; layers the layout does not name follow, sorted
-  by name. CSVLogger sorts its columns alphabetically, which is forward order with the
-  callback's ordered tags; otherwise pass ``order=`` to :func:`read_csv` to restore it (e.g.
+- ``depth``: forward order, read from what the run recorded: the callback's depth index
+  (TensorBoard's layer runs ``{prefix}/{NN}-{layer}``, or ``{NN}-{layer}`` tags with
+  ``ordered_tags=True``) when every layer has one, else layer names sorted alphabetically. The
+  callback writes no TensorBoard Custom Scalars layout; a run that holds one (written by other
+  code or an earlier version) follows its charts' order, layers it does not name last, by name.
+  CSVLogger sorts its columns alphabetically, which is forward order with the callback's
+  ordered tags; otherwise pass ``order=`` to :func:`read_csv` to restore it (e.g.
   ``read_tensorboard(...)[0].names``);
 - no ``options``, ``meta``, ``model``, ``label`` or batch count: loggers do not record them.
 
-:func:`history` and :func:`to_csv` turn a run's reports into per-layer curves and one long table;
+:func:`~lightning_srop.transforms.history` and :func:`~lightning_srop.transforms.to_csv`
+(re-exported here) turn a run's reports into per-layer curves and one long table;
 :func:`lightning_srop.plots.plot_over_epochs` draws them.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
@@ -51,19 +55,22 @@ from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import torch
 
-from lightning_srop.report import (
+from lightning_srop.report import LayerReport, SROPReport
+from lightning_srop.statistics import STATISTICS
+from lightning_srop.tags import (
     CHANGE,
-    HISTOGRAMS_GROUP,
+    DEFAULT_PREFIX,
     PER_MAP_TAG,
     PER_SAMPLE_SUFFIX,
-    LayerReport,
-    SROPReport,
-    aligned_names,
-    write_csv,
+    histogram_key,
+    layer_run_key,
+    logger_prefix_splits,
+    scalar_key,
+    split_depth_label,
+    with_logger_prefix,
 )
-from lightning_srop.statistics import QUANTILES, STATISTICS, histogram_quantile
+from lightning_srop.transforms import common_grid, histogram_statistics, history, to_csv
 
 __all__ = [
     "EVENTS_PATTERN",
@@ -86,113 +93,10 @@ METRICS_FILE: Final[str] = "metrics.csv"
 #: The tag under which TensorBoard stores a Custom Scalars layout.
 LAYOUT_TAG: Final[str] = "custom_scalars__config__"
 
-#: Columns of :func:`to_csv` before the statistics.
-RUN_CSV_LEAD: Final[tuple[str, ...]] = ("epoch", "step", "depth", "layer")
-
 PathLike = str | os.PathLike[str]
 Version = int | str | None
 
 _INSTALL_TENSORBOARD: Final[str] = "pip install tensorboard"
-
-
-# ------------------------------------------------------------------------------------------
-# Histograms
-# ------------------------------------------------------------------------------------------
-
-
-def histogram_statistics(
-    counts: np.ndarray,
-    edges: np.ndarray,
-    *,
-    total: float | None = None,
-    total_squares: float | None = None,
-) -> dict[str, float]:
-    """Statistics of the values behind a histogram, as far as the histogram tells them.
-
-    ``count`` is exact. ``mean`` and ``std`` come from ``total`` and ``total_squares`` (the sum
-    and sum of squares of the values, e.g. TensorBoard's ``sum``/``sum_squares``) when given,
-    else from bin centres. Quantiles (``q05`` ... ``q95``), ``min`` (the 0 quantile) and ``max``
-    (the 1 quantile) follow the callback's own rule,
-    :func:`~lightning_srop.statistics.histogram_quantile`, so they are within half a bin of
-    the exact values and equal to the callback's unclamped histogram quantiles.
-
-    Args:
-        counts: values per bin, shape ``(n,)``.
-        edges: bin edges, shape ``(n + 1,)``, increasing.
-        total: sum of the values, if known.
-        total_squares: sum of the squared values, if known.
-
-    Returns:
-        ``count``, ``mean``, ``std``, ``min``, ``max`` and the quantiles; all but ``count`` NaN
-        when the histogram is empty.
-
-    Examples:
-        >>> import numpy as np
-        >>> s = histogram_statistics(np.array([1, 0, 3]), np.array([0.0, 0.1, 0.2, 0.3]))
-        >>> s["count"], round(s["median"], 3), round(s["mean"], 3), round(s["max"], 3)
-        (4.0, 0.25, 0.2, 0.25)
-    """
-    counts_arr = np.asarray(counts, dtype=np.float64)
-    edges_arr = np.asarray(edges, dtype=np.float64)
-    n = float(counts_arr.sum())
-    out: dict[str, float] = {"count": n}
-    keys = ("mean", "std", "min", "max", *QUANTILES)
-    if n <= 0 or edges_arr.shape != (counts_arr.size + 1,):
-        out.update(dict.fromkeys(keys, math.nan))
-        return out
-    centres = 0.5 * (edges_arr[:-1] + edges_arr[1:])
-    s1 = float(counts_arr @ centres) if total is None else float(total)
-    s2 = float(counts_arr @ (centres * centres)) if total_squares is None else float(total_squares)
-    mean = s1 / n
-    out["mean"] = mean
-    out["std"] = math.sqrt(max(s2 / n - mean * mean, 0.0))
-    counts_t, centres_t = torch.from_numpy(counts_arr), torch.from_numpy(centres)
-
-    def quantile(q: float) -> float:
-        return float(histogram_quantile(counts_t, centres_t, q))
-
-    out["min"], out["max"] = quantile(0.0), quantile(1.0)
-    for name, q in QUANTILES.items():
-        out[name] = quantile(q)
-    return out
-
-
-def _common_grid(
-    parts: Sequence[tuple[np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Put several ``(counts, edges)`` histograms on one grid: the union of their edges.
-
-    Histograms cut from one fixed-bin grid (what the callback logs) land on their own bins
-    exactly; a gap between their ranges is filled with empty bins of the neighbouring width
-    (one wide empty bin when the gap is not a whole number of bins). Empty inputs come back as
-    zero-length counts; no input with counts gives zero-length edges.
-    """
-    present = [(c, e) for c, e in parts if c.size]
-    if not present:
-        return np.zeros(0, dtype=np.float64), [np.zeros(0, dtype=np.int64) for _ in parts]
-    grid = np.unique(np.concatenate([e for _, e in present]))
-    covered = [(float(e[0]), float(e[-1])) for _, e in present]
-    filled: list[float] = [float(grid[0])]
-    for left, right in itertools.pairwise(grid):
-        left_f, right_f = float(left), float(right)
-        inside = any(a <= left_f and right_f <= b for a, b in covered)
-        if not inside and len(filled) >= 2:
-            width = filled[-1] - filled[-2]
-            m = round((right_f - left_f) / width)
-            if m > 1 and abs((right_f - left_f) - m * width) <= 1e-6 * width:
-                filled.extend(float(v) for v in np.linspace(left_f, right_f, m + 1)[1:-1])
-        filled.append(right_f)
-    edges = np.asarray(filled, dtype=np.float64)
-    out: list[np.ndarray] = []
-    for counts, part_edges in parts:
-        full = np.zeros(edges.size - 1, dtype=np.int64)
-        if counts.size:
-            # Each bin goes to the grid bin that holds its centre (its own bin, on one grid).
-            centres = 0.5 * (part_edges[:-1] + part_edges[1:])
-            index = np.searchsorted(edges, centres, side="right") - 1
-            np.add.at(full, index.clip(0, full.size - 1), counts.astype(np.int64))
-        out.append(full)
-    return edges, out
 
 
 def _empty_histogram() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -266,25 +170,6 @@ def _choose(root: Path, candidates: list[Path], version: Version, where: str, wh
 # ------------------------------------------------------------------------------------------
 
 
-def _tag_rest(tag: str, prefix: str) -> str | None:
-    """``rest`` of ``{prefix}/{rest}``, None for other tags."""
-    head = prefix + "/"
-    return tag[len(head) :] if tag.startswith(head) and len(tag) > len(head) else None
-
-
-def _scalar_key(tag: str, prefix: str) -> tuple[str, str] | None:
-    """``(layer, statistic)`` of a scalar ``{prefix}/{layer}/{statistic}`` (statistic one of
-    :data:`~lightning_srop.statistics.STATISTICS` or ``change``)."""
-    rest = _tag_rest(tag, prefix)
-    if rest is None:
-        return None
-    layer, _, stat = rest.rpartition("/")
-    return (layer, stat) if layer and (stat in STATISTICS or stat == CHANGE) else None
-
-
-_ORDERED_LABEL: Final[re.Pattern[str]] = re.compile(r"^(\d+)-(.+)$")
-
-
 def _unlabel(keys: dict[Any, tuple[str, str]], *others: dict[Any, tuple[str, str]]) -> list[str]:
     """Strip the callback's depth index (``{NN}-{layer}``, ``ordered_tags=True``) from the
     layer part of every key, in place, when every layer label of the run carries one.
@@ -293,26 +178,15 @@ def _unlabel(keys: dict[Any, tuple[str, str]], *others: dict[Any, tuple[str, str
         The layer names in the order of their index; empty when the labels carry none.
     """
     labels = {layer for group in (keys, *others) for layer, _ in group.values()}
-    matches = {label: _ORDERED_LABEL.match(label) for label in labels}
-    if not labels or not all(matches.values()):
+    split = {label: split_depth_label(label) for label in labels}
+    if not labels or not all(split.values()):
         return []
-    names = {label: match.group(2) for label, match in matches.items() if match is not None}
+    names = {label: parts[1] for label, parts in split.items() if parts is not None}
     for group in (keys, *others):
         for tag, (layer, what) in group.items():
             group[tag] = (names[layer], what)
-    by_index = sorted((int(m.group(1)), m.group(2)) for m in matches.values() if m is not None)
+    by_index = sorted(parts for parts in split.values() if parts is not None)
     return list(dict.fromkeys(name for _, name in by_index))
-
-
-def _histogram_key(tag: str, prefix: str) -> tuple[str, str] | None:
-    """``(layer, "srop" | "sample")`` of a histogram ``{prefix}/{layer}[/per_sample_mean]``."""
-    rest = _tag_rest(tag, prefix)
-    if rest is None:
-        return None
-    suffix = "/" + PER_SAMPLE_SUFFIX
-    if rest.endswith(suffix) and len(rest) > len(suffix):
-        return rest[: -len(suffix)], "sample"
-    return rest, "srop"
 
 
 # ------------------------------------------------------------------------------------------
@@ -335,7 +209,7 @@ def _tensorboard_modules() -> tuple[Any, Any]:
 
 def _layout_tags(accumulator: Any, layout_pb2: Any) -> list[str]:
     """Every tag of the run's Custom Scalars layouts, in chart order (layer order within each
-    chart); a tag's regular expression (``^{re.escape(tag)}$``, what the callback writes) is
+    chart); a tag's regular expression (``^{re.escape(tag)}$``, what earlier versions wrote) is
     turned back into the tag."""
     if LAYOUT_TAG not in accumulator.Tags().get("tensors", []):
         return []
@@ -354,21 +228,93 @@ def _layout_tags(accumulator: Any, layout_pb2: Any) -> list[str]:
 
 Measurement = tuple[int, int]  # (step, k-th measurement at that step)
 Series = tuple[Any, str]  # (EventAccumulator, tag)
-
-#: The histograms of a layer's own run, ``{prefix}_histograms/{tag}``, by kind.
-_LAYER_HISTOGRAMS: Final[dict[str, str]] = {PER_MAP_TAG: "srop", PER_SAMPLE_SUFFIX: "sample"}
+Keys = dict[Series, tuple[str, str]]  # series -> (layer label, statistic | histogram kind)
 
 
-def _layer_runs(run_dir: Path, prefix: str) -> list[Path]:
-    """The layers' own runs of a TensorBoard run, ``{run_dir}/{prefix}/{NN}-{layer}``, sorted."""
-    folder = run_dir / prefix
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and _has_events(p))
+def _layer_runs(run_dir: Path, prefix: str) -> tuple[str, list[Path]]:
+    """``(logger_prefix, folders)``: the layers' own runs of a TensorBoard run,
+    ``{run_dir}/{prefix}/{NN}-{layer}``, sorted; ``prefix`` may start with the logger's own
+    prefix (:func:`~lightning_srop.tags.logger_prefix_splits`), which the folder lacks."""
+    for logger_prefix, callback_prefix in logger_prefix_splits(prefix):
+        folder = run_dir / callback_prefix
+        if folder.is_dir():
+            found = sorted(p for p in folder.iterdir() if p.is_dir() and _has_events(p))
+            if found:
+                return logger_prefix, found
+    return "", []
+
+
+def _load_events(accumulator_cls: Any, directory: Path) -> Any:
+    """Every scalar, histogram and tensor (the layout) of one run; no images or audio."""
+    accumulator = accumulator_cls(
+        str(directory),
+        size_guidance={
+            "scalars": 0,
+            "histograms": 0,
+            "tensors": 0,
+            "distributions": 1,
+            "images": 1,
+            "audio": 1,
+        },
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+def _tensorboard_keys(
+    accumulator: Any, layer_runs: Sequence[tuple[Any, str]], prefix: str
+) -> tuple[Keys, Keys]:
+    """The SROP scalars and histograms of a run (flat tags) and of its layers' own runs."""
+    tags = accumulator.Tags()
+    scalars: Keys = {
+        (accumulator, t): key for t in tags.get("scalars", []) if (key := scalar_key(t, prefix))
+    }
+    hists: Keys = {
+        (accumulator, t): key
+        for t in tags.get("histograms", [])
+        if (key := histogram_key(t, prefix))
+    }
+    for layer, label in layer_runs:
+        layer_tags = layer.Tags()
+        for t in [*layer_tags.get("scalars", []), *layer_tags.get("histograms", [])]:
+            key = layer_run_key(t, prefix)
+            if key is not None:
+                (scalars if key[0] == "scalar" else hists)[layer, t] = (label, key[1])
+    return scalars, hists
+
+
+def _no_values(where: str, run_dir: Path, prefix: str, tags: Mapping[str, Any]) -> ValueError:
+    scalars = sorted(tags.get("scalars", []))
+    shown = ", ".join(scalars[:8]) or "none"
+    return ValueError(
+        f"{where}: no SROP values in {run_dir}: looked for scalars "
+        f"'{prefix}/<layer>/<statistic>' (statistic one of {', '.join(STATISTICS)}) and "
+        f"histograms '{prefix}/<layer>'; scalar tags there: "
+        f"{shown}{' ...' if len(scalars) > 8 else ''}."
+    )
+
+
+def _measurements(events: Sequence[Any]) -> Iterable[tuple[Measurement, Any]]:
+    """Each event with its measurement: ``(step, k)`` for the k-th event at its step."""
+    seen: dict[int, int] = {}
+    for event in events:
+        k = seen.get(event.step, 0)
+        seen[event.step] = k + 1
+        yield (int(event.step), k), event
+
+
+def _epoch_at(epochs: Mapping[int, list[float]], m: Measurement) -> int | None:
+    """The epoch logged at a measurement's step: the one value, else the k-th."""
+    step, k = m
+    at_step = epochs.get(step, [])
+    if not at_step:
+        return None
+    value = at_step[0] if len(set(at_step)) == 1 else at_step[min(k, len(at_step) - 1)]
+    return round(value)
 
 
 def read_tensorboard(
-    logdir: PathLike, *, prefix: str = "srop", version: Version = None
+    logdir: PathLike, *, prefix: str = DEFAULT_PREFIX, version: Version = None
 ) -> list[SROPReport]:
     """The SROP reports of a TensorBoard run, one per measured epoch, ordered by step.
 
@@ -398,61 +344,20 @@ def read_tensorboard(
         root = root.parent
     run_dir = _choose(
         root,
-        _dirs_with(root, lambda d: _has_events(d) or bool(_layer_runs(d, prefix))),
+        _dirs_with(root, lambda d: _has_events(d) or bool(_layer_runs(d, prefix)[1])),
         version,
         where,
         f"TensorBoard event files ({EVENTS_PATTERN})",
     )
     accumulator_cls, layout_pb2 = _tensorboard_modules()
-
-    def load(directory: Path) -> Any:
-        # Keep every scalar, histogram and tensor (the layout); images and audio are not read.
-        accumulator = accumulator_cls(
-            str(directory),
-            size_guidance={
-                "scalars": 0,
-                "histograms": 0,
-                "tensors": 0,
-                "distributions": 1,
-                "images": 1,
-                "audio": 1,
-            },
-        )
-        accumulator.Reload()
-        return accumulator
-
-    accumulator = load(run_dir)
-    tags = accumulator.Tags()
-    # Series: (accumulator, tag) -> (layer label, statistic | "srop" | "sample").
-    scalar_tags: dict[Series, tuple[str, str]] = {
-        (accumulator, t): key for t in tags.get("scalars", []) if (key := _scalar_key(t, prefix))
-    }
-    hist_tags: dict[Series, tuple[str, str]] = {
-        (accumulator, t): key
-        for t in tags.get("histograms", [])
-        if (key := _histogram_key(t, prefix))
-    }
-    for layer_dir in _layer_runs(run_dir, prefix):
-        layer = load(layer_dir)
-        layer_tags = layer.Tags()
-        for t in layer_tags.get("scalars", []):
-            stat = _tag_rest(t, prefix)
-            if stat in STATISTICS or stat == CHANGE:
-                scalar_tags[layer, t] = (layer_dir.name, str(stat))
-        for t in layer_tags.get("histograms", []):
-            kind = _LAYER_HISTOGRAMS.get(_tag_rest(t, prefix + HISTOGRAMS_GROUP) or "")
-            if kind is not None:
-                hist_tags[layer, t] = (layer_dir.name, kind)
+    accumulator = _load_events(accumulator_cls, run_dir)
+    logger_prefix, folders = _layer_runs(run_dir, prefix)
+    layer_runs = [(_load_events(accumulator_cls, folder), folder.name) for folder in folders]
+    scalar_tags, hist_tags = _tensorboard_keys(accumulator, layer_runs, prefix)
     if not scalar_tags and not hist_tags:
-        shown = sorted(tags.get("scalars", []))[:8]
-        raise ValueError(
-            f"{where}: no SROP values in {run_dir}: looked for scalars "
-            f"'{prefix}/<layer>/<statistic>' (statistic one of {', '.join(STATISTICS)}) and "
-            f"histograms '{prefix}/<layer>'; scalar tags there: "
-            f"{', '.join(shown) or 'none'}{' ...' if len(tags.get('scalars', [])) > 8 else ''}."
-        )
+        raise _no_values(where, run_dir, prefix, accumulator.Tags())
     layout_tags = {
-        t: key for t in _layout_tags(accumulator, layout_pb2) if (key := _scalar_key(t, prefix))
+        t: key for t in _layout_tags(accumulator, layout_pb2) if (key := scalar_key(t, prefix))
     }
     indexed = _unlabel(scalar_tags, hist_tags, layout_tags)
     # Forward order: the layout's, else the depth index of the tags, else by name.
@@ -461,43 +366,29 @@ def read_tensorboard(
 
     stats: dict[Measurement, dict[str, dict[str, float]]] = {}
     hists: dict[Measurement, dict[str, dict[str, Any]]] = {}
-
-    def measurements(events: Sequence[Any]) -> Iterable[tuple[Measurement, Any]]:
-        seen: dict[int, int] = {}
-        for event in events:
-            k = seen.get(event.step, 0)
-            seen[event.step] = k + 1
-            yield (int(event.step), k), event
-
     for (source, tag), (layer, stat) in scalar_tags.items():
-        for m, event in measurements(source.Scalars(tag)):
+        for m, event in _measurements(source.Scalars(tag)):
             stats.setdefault(m, {}).setdefault(layer, {})[stat] = float(event.value)
     for (source, tag), (layer, kind) in hist_tags.items():
-        for m, event in measurements(source.Histograms(tag)):
+        for m, event in _measurements(source.Histograms(tag)):
             hists.setdefault(m, {}).setdefault(layer, {})[kind] = event.histogram_value
-
     epochs: dict[int, list[float]] = {}
-    if "epoch" in tags.get("scalars", []):
-        for event in accumulator.Scalars("epoch"):
+    epoch_tag = with_logger_prefix("epoch", logger_prefix)
+    if epoch_tag in accumulator.Tags().get("scalars", []):
+        for event in accumulator.Scalars(epoch_tag):
             epochs.setdefault(int(event.step), []).append(float(event.value))
 
     reports: list[SROPReport] = []
     for m in sorted(set(stats) | set(hists)):
-        step, k = m
         present = {*stats.get(m, {}), *hists.get(m, {})}
         names = sorted(present, key=lambda name: (rank.get(name, len(rank)), name))
-        layers = []
-        for depth, name in enumerate(names):
-            logged = stats.get(m, {}).get(name, {})
-            layer_hists = hists.get(m, {}).get(name, {})
-            layers.append(_layer_from_tensorboard(name, depth, logged, layer_hists))
-        at_step = epochs.get(step, [])
-        epoch: int | None = None
-        if at_step:
-            # One value (the usual case), else the k-th logged at this step.
-            value = at_step[0] if len(set(at_step)) == 1 else at_step[min(k, len(at_step) - 1)]
-            epoch = round(value)
-        reports.append(SROPReport(layers=tuple(layers), epoch=epoch, step=step))
+        layers = [
+            _layer_from_tensorboard(
+                name, depth, stats.get(m, {}).get(name, {}), hists.get(m, {}).get(name, {})
+            )
+            for depth, name in enumerate(names)
+        ]
+        reports.append(SROPReport(layers=tuple(layers), epoch=_epoch_at(epochs, m), step=m[0]))
     return reports
 
 
@@ -510,12 +401,12 @@ def _histogram_arrays(value: Any) -> tuple[np.ndarray, np.ndarray]:
 def _layer_from_tensorboard(
     name: str, depth: int, logged: Mapping[str, float], hists: Mapping[str, Any]
 ) -> LayerReport:
-    srop = hists.get("srop")
-    sample = hists.get("sample")
+    srop = hists.get(PER_MAP_TAG)
+    sample = hists.get(PER_SAMPLE_SUFFIX)
     none = (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64))
     srop_counts, srop_edges = _histogram_arrays(srop) if srop is not None else none
     sample_counts, sample_edges = _histogram_arrays(sample) if sample is not None else none
-    edges, (counts, per_sample) = _common_grid(
+    edges, (counts, per_sample) = common_grid(
         [(srop_counts, srop_edges), (sample_counts, sample_edges)]
     )
     derived: dict[str, float] = {}
@@ -554,7 +445,7 @@ def _has_metrics(directory: Path) -> bool:
 def read_csv(
     path: PathLike,
     *,
-    prefix: str = "srop",
+    prefix: str = DEFAULT_PREFIX,
     version: Version = None,
     order: Sequence[str] | None = None,
 ) -> list[SROPReport]:
@@ -603,42 +494,51 @@ def read_csv(
         reader = csv.DictReader(handle)
         columns = list(reader.fieldnames or [])
         rows = list(reader)
-    keys = {c: key for c in columns if (key := _scalar_key(c, prefix))}
+    keys = {c: key for c in columns if (key := scalar_key(c, prefix))}
     _unlabel(keys)
     if not keys:
         raise ValueError(
             f"{where}: no SROP columns in {target}: looked for '{prefix}/<layer>/<statistic>' "
             f"(statistic one of {', '.join(STATISTICS)}); columns: {', '.join(columns) or 'none'}."
         )
+    # A logger's own `prefix` argument is in front of its `epoch` column too.
+    epoch_columns = [with_logger_prefix("epoch", lp) for lp, _ in logger_prefix_splits(prefix)]
+    epoch_column = next((c for c in epoch_columns if c in columns), "epoch")
     names = list(dict.fromkeys(layer for layer, _ in keys.values()))
     if order is not None:
         names = [n for n in order if n in names] + [n for n in names if n not in order]
-    reports: list[SROPReport] = []
-    for row in rows:
-        values: dict[str, dict[str, float]] = {}
-        for column, (layer, stat) in keys.items():
-            cell = (row.get(column) or "").strip()
-            if cell:
-                values.setdefault(layer, {})[stat] = float(cell)
-        if not values:
-            continue
-        layers = []
-        for depth, name in enumerate(n for n in names if n in values):
-            edges, counts, sample_counts = _empty_histogram()
-            logged = values[name]
-            stats = {s: logged.get(s, math.nan) for s in STATISTICS}
-            extra = {CHANGE: logged[CHANGE]} if CHANGE in logged else {}
-            layers.append(
-                LayerReport(name, stats, edges, counts, sample_counts, depth=depth, extra=extra)
-            )
-        reports.append(
-            SROPReport(
-                layers=tuple(layers),
-                epoch=_int_cell(row.get("epoch")),
-                step=_int_cell(row.get("step")),
-            )
+    reports = [_csv_report(row, keys, names, epoch_column) for row in rows]
+    return [report for report in reports if report is not None]
+
+
+def _csv_report(
+    row: Mapping[str, str | None],
+    keys: Mapping[str, tuple[str, str]],
+    names: Sequence[str],
+    epoch_column: str,
+) -> SROPReport | None:
+    """The report of one ``metrics.csv`` row (scalars only), None for a row without SROPs."""
+    values: dict[str, dict[str, float]] = {}
+    for column, (layer, stat) in keys.items():
+        cell = (row.get(column) or "").strip()
+        if cell:
+            values.setdefault(layer, {})[stat] = float(cell)
+    if not values:
+        return None
+    layers = []
+    for depth, name in enumerate(n for n in names if n in values):
+        edges, counts, sample_counts = _empty_histogram()
+        logged = values[name]
+        stats = {s: logged.get(s, math.nan) for s in STATISTICS}
+        extra = {CHANGE: logged[CHANGE]} if CHANGE in logged else {}
+        layers.append(
+            LayerReport(name, stats, edges, counts, sample_counts, depth=depth, extra=extra)
         )
-    return reports
+    return SROPReport(
+        layers=tuple(layers),
+        epoch=_int_cell(row.get(epoch_column)),
+        step=_int_cell(row.get("step")),
+    )
 
 
 def _int_cell(cell: str | None) -> int | None:
@@ -724,7 +624,9 @@ def _has_report_json(directory: Path) -> bool:
     return False
 
 
-def read_run(path: PathLike, *, prefix: str = "srop", version: Version = None) -> list[SROPReport]:
+def read_run(
+    path: PathLike, *, prefix: str = DEFAULT_PREFIX, version: Version = None
+) -> list[SROPReport]:
     """The SROP reports of a finished run, whatever wrote it.
 
     Detection, first match wins:
@@ -774,93 +676,3 @@ def read_run(path: PathLike, *, prefix: str = "srop", version: Version = None) -
         f"by SROPReport.to_json) in it, and TensorBoard event files ({EVENTS_PATTERN}) or a "
         f"CSVLogger {METRICS_FILE} in it or below it."
     )
-
-
-# ------------------------------------------------------------------------------------------
-# Curves and tables
-# ------------------------------------------------------------------------------------------
-
-
-def history(
-    reports: Sequence[SROPReport], statistic: str = "mean"
-) -> dict[str, list[tuple[int, float]]]:
-    """Each layer's ``statistic`` over a run: ``{layer: [(epoch, value), ...]}``.
-
-    Layers come in forward order (by ``depth``; a layer only later reports have follows its
-    predecessor there); points in the reports' order. A report without an epoch uses its
-    index in ``reports``. A layer missing from a report has no point there.
-
-    Args:
-        reports: one run's reports, e.g. from :func:`read_run`.
-        statistic: a key of :data:`~lightning_srop.statistics.STATISTICS`, or of the layers'
-            ``extra`` values.
-
-    Returns:
-        The curves, ready for :func:`lightning_srop.plots.plot_srop_over_epochs`.
-
-    Raises:
-        ValueError: ``statistic`` is in neither the statistics nor any layer's ``extra``.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lightning_srop.report import LayerReport, SROPReport
-        >>> none = np.zeros(0)
-        >>> def report(epoch, values):
-        ...     layers = [LayerReport(n, {"mean": v}, none, none, none, depth=d)
-        ...               for d, (n, v) in enumerate(values.items())]
-        ...     return SROPReport(tuple(layers), epoch=epoch)
-        >>> history([report(0, {"conv": 0.3, "pool": 0.2}), report(1, {"conv": 0.25})])
-        {'conv': [(0, 0.3), (1, 0.25)], 'pool': [(0, 0.2)]}
-    """
-    known = set(STATISTICS) | {k for r in reports for layer in r.layers for k in layer.extra}
-    if statistic not in known:
-        raise ValueError(
-            f"history: unknown statistic {statistic!r}; valid choices: {', '.join(STATISTICS)} "
-            "(or a key of the layers' `extra` values)."
-        )
-    curves: dict[str, list[tuple[int, float]]] = {name: [] for name in aligned_names(reports)}
-    for index, report in enumerate(reports):
-        epoch = index if report.epoch is None else int(report.epoch)
-        for layer in report.layers:
-            value = layer.stats.get(statistic, layer.extra.get(statistic, math.nan))
-            curves[layer.name].append((epoch, float(value)))
-    return curves
-
-
-def to_csv(reports: Sequence[SROPReport], path: PathLike | None = None) -> str:
-    """One long table of a run: a row per report and layer.
-
-    Columns: ``epoch``, ``step``, ``depth``, ``layer``, every statistic of
-    :data:`~lightning_srop.statistics.STATISTICS`, then any ``extra`` values. Rows in the
-    reports' order, layers by depth. Unknown epochs and steps are empty cells, NaN is ``nan``.
-
-    Args:
-        reports: one run's reports.
-        path: also write the text here.
-
-    Returns:
-        The CSV text.
-
-    Examples:
-        >>> import numpy as np
-        >>> from lightning_srop.report import LayerReport, SROPReport
-        >>> none = np.zeros(0)
-        >>> layer = LayerReport("conv", {"mean": 0.5}, none, none, none)
-        >>> print(to_csv([SROPReport((layer,), epoch=2, step=9)]).splitlines()[1][:20])
-        2,9,0,conv,0.5,nan,n
-    """
-    columns = list(RUN_CSV_LEAD) + list(STATISTICS)
-    rows: list[dict[str, Any]] = []
-    for report in reports:
-        for layer in sorted(report.layers, key=lambda lr: lr.depth):
-            row: dict[str, Any] = {
-                "epoch": "" if report.epoch is None else report.epoch,
-                "step": "" if report.step is None else report.step,
-                "depth": layer.depth,
-                "layer": layer.name,
-            }
-            row.update({s: layer.stats.get(s, math.nan) for s in STATISTICS})
-            row.update(layer.extra)
-            columns += [k for k in layer.extra if k not in columns]
-            rows.append(row)
-    return write_csv(path, rows, columns)

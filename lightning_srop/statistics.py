@@ -88,7 +88,7 @@ def histogram_quantile(counts: Tensor, centres: Tensor, q: float) -> Tensor:
     of its bin: the 0-based rank ``q * (n - 1)`` is interpolated between the centres of the
     bins holding its two neighbouring ranks, so the result is within half a bin of the exact
     quantile. Used for the statistics of :class:`SROPStatistics` and for statistics derived
-    from logged histograms (:func:`lightning_srop.runs.histogram_statistics`).
+    from logged histograms (:func:`lightning_srop.transforms.histogram_statistics`).
 
     Args:
         counts: values per bin, shape ``(n,)``.

@@ -763,3 +763,30 @@ def test_layers_made_in_configure_model_and_state_keys(tmp_path: Path) -> None:
         SROPCallback(layers=lambda n, m: True).state_key,
     }
     assert len(keys) == 4
+
+
+def test_flat_keywords_are_sropoptions_fields_with_its_defaults() -> None:
+    # The callback's keywords for what is measured are SROPOptions' fields, one for one, with
+    # the same defaults; `options=` takes the object whole, and the two ways do not mix.
+    import dataclasses
+    import inspect
+
+    from lightning_srop import SROPOptions
+
+    parameters = inspect.signature(SROPCallback.__init__).parameters
+    fields = [f for f in dataclasses.fields(SROPOptions) if f.name != "owner"]
+    assert fields
+    for field in fields:
+        assert field.name in parameters, field.name
+        assert parameters[field.name].default == field.default, field.name
+    chosen = SROPOptions(layers=["a"], roll_percent=0.9, stats=("q75",), unit="input")
+    whole = SROPCallback(options=chosen, prefix="x")
+    assert whole.options == chosen and whole.prefix == "x"
+    assert SROPCallback(layers=["a"], roll_percent=0.9, stats=["q75"], unit="input").options == (
+        chosen
+    )
+    assert SROPCallback().options == SROPOptions()
+    with pytest.raises(ValueError, match=r"either as `options=SROPOptions\(...\)`.*`roll_percent`"):
+        SROPCallback(options=chosen, roll_percent=0.5)
+    with pytest.raises(TypeError, match="expected `options` to be None or an SROPOptions"):
+        SROPCallback(options={"roll_percent": 0.5})  # type: ignore[arg-type]

@@ -493,3 +493,20 @@ def test_export_draws_the_change_heatmap_of_a_run_with_a_baseline(tmp_path: Path
     plain = _saved_run(tmp_path / "plain" / "version_0", _epoch_reports())
     assert main(["export", str(plain), "--out", str(tmp_path / "exp2")]) == 0
     assert not (tmp_path / "exp2" / "srop_change.png").exists()  # no baseline, no heatmap
+
+
+def test_quiet_lightning_leaves_global_state_as_it_was() -> None:
+    # The command line's Trainer run silences Lightning for its own duration only.
+    import logging
+    import warnings
+
+    from lightning_srop.cli.trainer import _quiet_lightning
+
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    filters = list(warnings.filters)
+    with _quiet_lightning():
+        assert logger.level == logging.WARNING
+        assert len(warnings.filters) > len(filters)
+    assert logger.level == level
+    assert warnings.filters == filters

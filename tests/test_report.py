@@ -153,3 +153,46 @@ def test_compare_aligns_layers_by_name_and_draws_one_line_per_report(tmp_path: P
     assert y[1] == pytest.approx(smooth["features.2"].stats["mean"] / 2.0)
     with pytest.raises(ValueError, match="one label per report"):
         compare([smooth], labels=["a", "b"])
+
+
+def test_tag_scheme_round_trip() -> None:
+    # Every encoder of the tag scheme against its decoder, with a separator of another kind.
+    from lightning_srop.tags import (
+        depth_labels,
+        histogram_key,
+        join_tag,
+        layer_run_histogram_tag,
+        layer_run_key,
+        logger_prefix_splits,
+        scalar_key,
+        split_depth_label,
+        with_logger_prefix,
+    )
+
+    index = {f"block.{i}": i for i in range(12)}
+    labels = depth_labels(index, index)
+    assert labels["block.3"] == "03-block.3" and labels["block.11"] == "11-block.11"
+    assert sorted(labels.values()) == [labels[n] for n in index]  # forward order
+    assert [split_depth_label(labels[n]) for n in index] == list(enumerate(index))
+    assert split_depth_label("block.3") is None
+    for sep in ("/", "."):
+        tag = join_tag("srop", "03-a/b", "q75", separator=sep)
+        assert scalar_key(tag, "srop", sep) == ("03-a/b", "q75")
+        assert scalar_key(join_tag("srop", "a", "loss", separator=sep), "srop", sep) is None
+        assert histogram_key(join_tag("srop", "a", separator=sep), "srop", sep) == (
+            "a",
+            "per_map",
+        )
+        per_sample = join_tag("srop", "a", "per_sample_mean", separator=sep)
+        assert histogram_key(per_sample, "srop", sep) == ("a", "per_sample_mean")
+        assert layer_run_key(join_tag("srop", "change", separator=sep), "srop", sep) == (
+            "scalar",
+            "change",
+        )
+        hist = layer_run_histogram_tag("srop", "per_sample_mean", sep)
+        assert hist == f"srop_histograms{sep}per_sample_mean"
+        assert layer_run_key(hist, "srop", sep) == ("histogram", "per_sample_mean")
+    tagged = with_logger_prefix("my-srop/mean", "exp")
+    assert tagged == "exp-my-srop/mean" and with_logger_prefix("srop/mean", "") == "srop/mean"
+    assert ("exp", "my-srop") in logger_prefix_splits("exp-my-srop")
+    assert logger_prefix_splits("srop") == [("", "srop")]

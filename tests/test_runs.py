@@ -436,6 +436,52 @@ def test_csv_equals_tensorboard_scalars(run: Run) -> None:
     assert [layer.depth for layer in ordered[0]] == [0, 1, 2, 3]
 
 
+def test_round_trip_through_loggers_with_their_own_prefix(tmp_path: Path) -> None:
+    # Written by a real Trainer through loggers that have a `prefix` argument of their own
+    # ("exp-" in front of every tag and of `epoch`), read back with the tags' whole prefix.
+    L.seed_everything(0, verbose=False)
+    cb = SROPCallback(stats=("mean", "q75"), histogram_bins=None, log_figure=False)
+    keep = Keep(cb)
+    tb = TensorBoardLogger(tmp_path, name="tb", version=0, prefix="exp")
+    csv_logger = CSVLogger(tmp_path, name="csv", version=0, prefix="exp")
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=2,
+        callbacks=[cb, keep],
+        logger=[tb, csv_logger],
+        limit_val_batches=2,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        num_sanity_val_steps=0,
+        default_root_dir=tmp_path,
+    )
+    with pytest.warns(match="CSVLogger has no histogram support"):
+        trainer.fit(Net(), DataLoader(_data(16, 0), batch_size=8), DataLoader(_data(16, 1)))
+    # the layers' own runs sit under the callback's prefix; their tags carry the logger's
+    accumulator = EventAccumulator(str(tmp_path / "tb" / "version_0" / "srop" / "00-stem"))
+    accumulator.Reload()
+    assert "exp-srop/mean" in accumulator.Tags()["scalars"]
+    assert "exp-srop_histograms/per_map" in accumulator.Tags()["histograms"]
+    from_tb = read_tensorboard(tmp_path / "tb", prefix="exp-srop")
+    from_csv = read_csv(tmp_path / "csv", prefix="exp-srop", order=FORWARD)
+    for back in (from_tb, from_csv):
+        assert [(r.epoch, r.step) for r in back] == [(r.epoch, r.step) for r in keep.reports]
+        assert [r.epoch for r in back] == [0, 1]
+        for read, written in zip(back, keep.reports, strict=True):
+            assert read.names == written.names == FORWARD
+            for name in FORWARD:
+                for stat in ("mean", "q75", "change"):
+                    expected = written[name].stats.get(stat, written[name].extra.get(stat))
+                    assert expected is not None and math.isfinite(expected)
+                    got = read[name].stats.get(stat, read[name].extra.get(stat))
+                    assert got == pytest.approx(expected, rel=1e-6), (name, stat)
+    # the measured bins come back as logged (empty outer bins trimmed)
+    written_layer = keep.reports[-1]["body"]
+    np.testing.assert_array_equal(from_tb[-1]["body"].counts.sum(), written_layer.counts.sum())
+
+
 # ------------------------------------------------------------------------------------------
 # JSON files, detection, errors
 # ------------------------------------------------------------------------------------------
