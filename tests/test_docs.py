@@ -20,6 +20,7 @@ def test_mkdocs_builds_strictly(tmp_path: Path) -> None:
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
         capture_output=True,
         text=True,
+        timeout=600,  # a hung build fails here instead of stalling the suite
     )
     assert result.returncode == 0, result.stderr[-3000:]
     api = (site / "api" / "index.html").read_text()
