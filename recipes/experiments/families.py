@@ -696,7 +696,11 @@ def _plot_h(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
             label = "vs randomized" if control == "randomized" else "vs control"
             titles.append(f"H {label}: {h[0]['verdict']}")
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xticks(range(len(groups)), ["after ds", "same grid", "after - same"], fontsize=8)
+    ax.set_xticks(
+        range(len(groups)),
+        ["after ds\n(H: < 0)", "same grid\n(H: not < 0)", "after - same\n(H: < 0)"],
+        fontsize=8,
+    )
     ax.set_title("\n".join(titles), fontsize=9)
     ax.set_ylabel("group mean over layers and families")
     ax.grid(alpha=0.3, axis="y")
