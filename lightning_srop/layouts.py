@@ -636,6 +636,14 @@ def _auto(
     side = _attention_like(tensor, evidence, sizes)
     if side:
         return _attention(where, shape, side)
+    if evidence.batch and shape[0] != evidence.batch and shape[0] % evidence.batch == 0:
+        return Refusal(
+            f"{where} returned {shape}, whose first dim holds {shape[0] // evidence.batch} "
+            f"items per sample ({evidence.batch} samples): patches or windows folded into the "
+            "batch (as MobileViT unfolds its patches), which cannot be read back as maps without "
+            "the model's own fold; it is skipped (measure the layer that folds them back, e.g. "
+            "the conv after the transformer)."
+        )
     if evidence.batch is not None and shape[0] != evidence.batch:
         return Refusal(
             f"{where} returned {shape}, whose first dim is not the batch ({evidence.batch} "
