@@ -297,10 +297,32 @@ _PROJECTIONS: Final[tuple[frozenset[str], ...]] = (
 )
 
 
+_NORMS: Final[tuple[type[nn.Module], ...]] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Identity,
+)
+
+
+def _projection(module: nn.Module) -> nn.Linear | None:
+    """The ``Linear`` of a token projection: the module itself, or the one ``Linear`` of a
+    projection wrapped with a norm (timm LeViT's ``LinearNorm``); None for anything else."""
+    if isinstance(module, nn.Linear):
+        return module
+    children = list(module.children())
+    linear = [c for c in children if isinstance(c, nn.Linear)]
+    if len(linear) == 1 and all(isinstance(c, (nn.Linear, *_NORMS)) for c in children):
+        return linear[0]
+    return None
+
+
 def is_token_attention(module: nn.Module) -> bool:
     """Whether ``module`` is attention over tokens: ``nn.MultiheadAttention``, or a module
-    with ``Linear`` query/key/value projections as children (channel or spatial attention of
-    CNNs, built from convolutions and pooling, is not).
+    with ``Linear`` query/key/value projections as children (named as usual, or told by their
+    structure: two or more reading the same token width, one of them returning it, and an
+    output projection back to a width), a ``Linear`` wrapped with a norm counting as one.
+    Channel or spatial attention of CNNs, built from convolutions and pooling, is not.
 
     Examples:
         >>> from torch import nn
@@ -317,7 +339,7 @@ def is_token_attention(module: nn.Module) -> bool:
         return True
     if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
         return False  # a container chains or lists its items: it projects nothing in parallel
-    children = [(n, c) for n, c in module.named_children() if isinstance(c, nn.Linear)]
+    children = [(n, p) for n, c in module.named_children() if (p := _projection(c)) is not None]
     linear = {n for n, _ in children}
     if any(names <= linear for names in _PROJECTIONS):
         return True
