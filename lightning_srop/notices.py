@@ -11,6 +11,7 @@ room, :mod:`lightning_srop.functional` included, can use it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -39,6 +40,7 @@ def is_rank_zero() -> bool:
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 # Frameworks that call into the package on the user's behalf: a notice points past them.
+_CONTEXTLIB = os.path.abspath(contextlib.__file__)
 _FRAMEWORKS = ("torch", "lightning", "pytorch_lightning", "lightning_fabric", "jsonargparse")
 
 
@@ -68,7 +70,12 @@ def _user_frame() -> tuple[int, str] | None:
     skip = _framework_dirs()
     for index in range(outer + 1, len(frames)):
         path = frames[index]
-        if path.startswith(_PACKAGE_DIR) or path.startswith(skip) or path.startswith("<frozen"):
+        if (
+            path.startswith(_PACKAGE_DIR)
+            or path.startswith(skip)
+            or path.startswith("<frozen")
+            or path == _CONTEXTLIB  # the `with engine.capture():` exit, on the user's line
+        ):
             continue
         return index + 2, path
     return None

@@ -209,3 +209,17 @@ def test_a_terminal_shows_the_class_and_the_users_line(tmp_path: Path, folder: s
     else:  # Lightning's format: one line, the class carried by the message
         assert len(lines) == 1
         assert "SROPWarning: SROPWarning" not in lines[0]
+
+
+def test_a_notice_at_the_end_of_a_capture_points_at_the_with_line() -> None:
+    from lightning_srop import SROPEngine
+
+    net = nn.Sequential(nn.Identity())
+    engine = SROPEngine(net, layers=["0"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with engine.capture():  # no input recorded: the reading is PyTorch's convention
+            net(torch.randn(2, 4, 5, 6))
+    said = [w for w in caught if w.category is SROPWarning]
+    assert len(said) == 1 and "by inference" in str(said[0].message)
+    assert said[0].filename == __file__
