@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import torch
@@ -109,6 +109,8 @@ class Reading:
             module's type (then it is not announced).
         note: a contradiction to announce once (a stated layout that the module's type
             disproves), ``""`` for none.
+        order: for tokens out of row order, the row-major grid position of each token
+            (empty: row order).
     """
 
     layout: str
@@ -117,6 +119,7 @@ class Reading:
     prefix: int = 0
     inferred: str = ""
     note: str = ""
+    order: tuple[int, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -137,7 +140,11 @@ class Reading:
         if self.layout == "tokens":
             assert self.grid is not None
             h, w = self.grid
-            grid = tensor[:, self.prefix :].movedim(-1, 1)
+            grid = tensor[:, self.prefix :]
+            if self.order:  # token i holds grid position order[i]: put each in its place
+                back = sorted(range(len(self.order)), key=self.order.__getitem__)
+                grid = grid[:, back]  # a copy
+            grid = grid.movedim(-1, 1)
             return grid.reshape(*grid.shape[:-1], h, w)  # a view: the token axis splits
         if self.layout == "blocks":  # (N, T, n, C): T = g*g blocks of n = b*b tokens, row-major
             n, blocks, tokens, channels = (int(s) for s in tensor.shape)
@@ -279,6 +286,8 @@ class Evidence:
         self.batch: int | None = None
         self.input_grid: tuple[int, int] | None = None
         self.reordered: str = ""  # a module seen to reorder tokens: their order is not proven
+        # tokens of a known reordering (timm Hiera's Unroll): count -> (grid, position of each)
+        self.orders: dict[int, tuple[tuple[int, int], tuple[int, ...]]] = {}
         self.version = 0  # grows with every new fact: refusals for lack of evidence are retried
         self._derived: frozenset[tuple[int, int]] = frozenset()
         self._seen: dict[int, tuple[weakref.ref[Tensor], tuple[int, ...], Reading]] = {}
@@ -324,9 +333,12 @@ class Evidence:
             self.lengths.add(shape[-1])
             self.version += 1
 
-    def check_reorder(self, name: str, inputs: Sequence[Any], tensor: Tensor) -> None:
+    def check_reorder(
+        self, name: str, inputs: Sequence[Any], tensor: Tensor, module: nn.Module | None = None
+    ) -> None:
         """Record ``name`` if it returned its input's tokens in another order (timm Hiera's
-        ``Unroll``): token readings inferred after it are no longer proven row-major."""
+        ``Unroll``): token readings inferred after it are no longer proven row-major, except
+        where the family is known (:func:`_hiera_order`)."""
         first = next((x for x in inputs if isinstance(x, Tensor)), None)
         if (
             self.reordered
@@ -345,6 +357,21 @@ class Evidence:
         if torch.equal(first.sort(dim=1).values, tensor.sort(dim=1).values):
             self.reordered = name
             self.version += 1
+            if module is not None:
+                self._known_order(module, int(tensor.shape[1]))
+
+    def _known_order(self, module: nn.Module, count: int) -> None:
+        """Where each token of timm Hiera's ``Unroll`` lies on the patch grid: the module run
+        on the tokens' own row-major indices (it only moves tokens, whatever they hold)."""
+        size = getattr(module, "size", None)
+        if type(module).__module__ != "timm.models.hiera" or type(module).__name__ != "Unroll":
+            return
+        if not (isinstance(size, list) and len(size) == 2 and size[0] * size[1] == count):
+            return
+        index = torch.arange(count, dtype=torch.float64).view(1, count, 1)
+        with torch.no_grad():
+            moved = module(index).reshape(-1)
+        self.orders[count] = ((int(size[0]), int(size[1])), tuple(int(i) for i in moved.tolist()))
 
     def reading_of(self, tensor: Any) -> Reading | None:
         """The reading of ``tensor`` if it was read earlier in this pass."""
@@ -501,7 +528,9 @@ def read_layout(
     where = f"layer {name!r} ({type(module).__name__})"
     dims = tensor.dim()
     shape = tuple(int(s) for s in tensor.shape)
-    evidence.check_reorder(f"{name.lstrip(chr(0))!r} ({type(module).__name__})", inputs, tensor)
+    evidence.check_reorder(
+        f"{name.lstrip(chr(0))!r} ({type(module).__name__})", inputs, tensor, module
+    )
     hint_4d = f"pass `layout={{{name!r}: 'NCHW'}}` or `'NHWC'`"
     hint_3d = (
         f"pass `layout={{{name!r}: 'tokens'}}` with `grid=(h, w)` and `prefix_tokens=`, or "
@@ -553,12 +582,9 @@ def read_layout(
     if reading is None:
         reading = _auto(where, module, tensor, shape, source, evidence, inputs, sizes, ndim)
         if isinstance(reading, Reading) and explicit != "auto" and reading.inferred:
-            reading = Reading(  # say why the global layout did not apply
-                reading.layout,
-                reading.source,
-                reading.grid,
-                reading.prefix,
-                f"{reading.inferred}; the global layout={explicit!r} describes "
+            reading = replace(  # say why the global layout did not apply
+                reading,
+                inferred=f"{reading.inferred}; the global layout={explicit!r} describes "
                 f"{fits[explicit]}-D outputs",
             )
     if isinstance(reading, Refusal):
@@ -632,7 +658,7 @@ def _auto(
         inherited = evidence.reading_of(first)
         if inherited is not None:  # shape-preserving: activations, dropout, residual blocks
             said = "" if inherited.layout in ("NCHW", "NCL") else "kept from its input"
-            return Reading(inherited.layout, source, inherited.grid, inherited.prefix, said)
+            return replace(inherited, source=source, inferred=said, note="")
     side = _attention_like(tensor, evidence, sizes)
     if side:
         return _attention(where, shape, side)
@@ -706,11 +732,15 @@ def _auto(
     if not features_last and last in evidence.lengths:
         three.append((2, Reading("NCL", source)))
     best = _best(three)
+    hiera = _hiera_order(module, a, evidence)
+    if hiera is not None:
+        grid, order = hiera
+        return Reading("tokens", source, grid, 0, order=order)
     if isinstance(best, Reading) and best.layout == "tokens" and evidence.reordered:
         return Refusal(
             f"{where} returned {shape}, which fits {best.describe()}, but {evidence.reordered} "
             "reorders the tokens earlier in the forward pass, so their order is not proven to be "
-            "the grid's row order (timm's Hiera unrolls them); state a layout only for tokens "
+            "the grid's row order (windows unrolled?); state a layout only for tokens "
             "known to be in row order"
         )
     if isinstance(best, tuple):
@@ -730,6 +760,37 @@ def _auto(
         "order",
         final=False,
     )
+
+
+def _hiera_order(
+    module: nn.Module, count: int, evidence: Evidence
+) -> tuple[tuple[int, int], tuple[int, ...]] | None:
+    """The grid and token positions of a timm Hiera block's ``count`` unrolled tokens: those
+    of the ``Unroll`` (:meth:`Evidence._known_order`), halved by each q-pooling, which keeps
+    the first of every ``4`` contiguous quarters (``x.view(B, 4, -1, C).max(1)``): token ``j``
+    pools tokens ``j + k * count`` (``k < 4``), whose positions share one 2 x 2 cell. None
+    where the module is no Hiera block or the positions do not agree."""
+    if type(module).__module__ != "timm.models.hiera" or not evidence.orders:
+        return None
+    (h, w), order = next(iter(evidence.orders.values()))
+    positions = [(p // w, p % w) for p in order]
+    while len(positions) > count:
+        quarter = len(positions) // 4
+        if quarter * 4 != len(positions) or h % 2 or w % 2:
+            return None
+        pooled = []
+        for j in range(quarter):
+            cells = {
+                (positions[j + k * quarter][0] // 2, positions[j + k * quarter][1] // 2)
+                for k in range(4)
+            }
+            if len(cells) != 1:
+                return None
+            pooled.append(cells.pop())
+        positions, h, w = pooled, h // 2, w // 2
+    if len(positions) != count:
+        return None
+    return (h, w), tuple(r * w + c for r, c in positions)
 
 
 def _fixed_by_type(module: nn.Module, dims: int) -> str:
