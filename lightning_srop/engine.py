@@ -477,6 +477,8 @@ class SROPEngine:
         self._readings[cache_key] = (reading, version)
         if measured and isinstance(reading, Reading) and reading.inferred:
             self._inferred.append(f"{name!r} as {reading.describe()} ({reading.inferred})")
+        if measured and isinstance(reading, Reading) and reading.note:
+            self._notice(f"note:{name}", reading.note)
         return reading
 
     def _on_output(self, name: str, module: nn.Module, args: Any, kwargs: Any, output: Any) -> None:

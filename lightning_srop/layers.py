@@ -16,9 +16,10 @@
       embedding is a 2-D convolution, chosen by the first rule. CNNs have no such block, so
       their default choice is unchanged.
 
-    In a model with 2-D layers, a default ``Conv1d`` that runs over a pooled channel vector
-    (ECA-style channel attention: one input channel whose length is a channel count of the
-    2-D maps) is left out at run time and listed in the report's ``skipped``.
+    In a model with 2-D layers, a default ``Conv1d`` or 1-D pool that runs over a pooled
+    channel vector (ECA-style channel attention: one input channel whose length is a channel
+    count of the 2-D maps) or over a flattened 2-D grid (a length ``h * w`` of a grid read) is
+    left out at run time and listed in the report's ``skipped``.
   * a string is a regular expression matched with :func:`re.search` against clean qualified
     names (anchor it with ``^...$`` for exact names), **unless** it is the dotted path of a
     module class that can be imported (``"torch.nn.Conv2d"``, ``"timm.layers.BlurPool2d"``):
@@ -296,10 +297,32 @@ _PROJECTIONS: Final[tuple[frozenset[str], ...]] = (
 )
 
 
+_NORMS: Final[tuple[type[nn.Module], ...]] = (
+    nn.modules.batchnorm._NormBase,
+    nn.LayerNorm,
+    nn.GroupNorm,
+    nn.Identity,
+)
+
+
+def _projection(module: nn.Module) -> nn.Linear | None:
+    """The ``Linear`` of a token projection: the module itself, or the one ``Linear`` of a
+    projection wrapped with a norm (timm LeViT's ``LinearNorm``); None for anything else."""
+    if isinstance(module, nn.Linear):
+        return module
+    children = list(module.children())
+    linear = [c for c in children if isinstance(c, nn.Linear)]
+    if len(linear) == 1 and all(isinstance(c, (nn.Linear, *_NORMS)) for c in children):
+        return linear[0]
+    return None
+
+
 def is_token_attention(module: nn.Module) -> bool:
     """Whether ``module`` is attention over tokens: ``nn.MultiheadAttention``, or a module
-    with ``Linear`` query/key/value projections as children (channel or spatial attention of
-    CNNs, built from convolutions and pooling, is not).
+    with ``Linear`` query/key/value projections as children (named as usual, or told by their
+    structure: two or more reading the same token width, one of them returning it, and an
+    output projection back to a width), a ``Linear`` wrapped with a norm counting as one.
+    Channel or spatial attention of CNNs, built from convolutions and pooling, is not.
 
     Examples:
         >>> from torch import nn
@@ -314,8 +337,24 @@ def is_token_attention(module: nn.Module) -> bool:
     """
     if isinstance(module, nn.MultiheadAttention):
         return True
-    linear = {n for n, c in module.named_children() if isinstance(c, nn.Linear)}
-    return any(names <= linear for names in _PROJECTIONS)
+    if isinstance(module, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        return False  # a container chains or lists its items: it projects nothing in parallel
+    children = [(n, p) for n, c in module.named_children() if (p := _projection(c)) is not None]
+    linear = {n for n, _ in children}
+    if any(names <= linear for names in _PROJECTIONS):
+        return True
+    # By structure, whatever the names: parallel projections of the same tokens (q + kv,
+    # qk + v, v + attention weights as in outlook attention) and an output projection back to
+    # the token width: two or more Linear children reading one width, one returning it.
+    widths: dict[int, list[nn.Linear]] = {}
+    for _, child in children:
+        widths.setdefault(int(child.in_features), []).append(child)
+    return any(
+        len(same) >= 2
+        and any(int(c.out_features) == width for c in same)
+        and any(int(c.out_features) != width for c in same)
+        for width, same in widths.items()
+    ) and any(int(c.out_features) == int(c.in_features) for _, c in children)
 
 
 def transformer_blocks(root: nn.Module) -> list[str]:
@@ -354,8 +393,9 @@ class ResolvedLayers:
         layers: ``(clean name, module)`` pairs to hook, in registration order.
         scripted: clean names the choice selected that lie inside TorchScript (not hookable).
         by_default: whether the choice was ``None`` (the default): skips are quiet then.
-        channel_attention: default-chosen ``Conv1d`` layers of a model with 2-D layers, left
-            out at run time when they run over a pooled channel vector (ECA-style).
+        channel_attention: default-chosen 1-D layers (``Conv1d``, 1-D pools) of a model with
+            2-D layers, left out at run time when they run over a pooled channel vector
+            (ECA-style) or a flattened 2-D grid.
     """
 
     layers: list[tuple[str, nn.Module]]
@@ -386,7 +426,9 @@ def select_layers(
         blocks = set(transformer_blocks(model))
         chosen = [n for n in plain if isinstance(n.module, DEFAULT_LAYER_TYPES) or n.raw in blocks]
         if any(isinstance(n.module, DEFAULT_LAYER_TYPES_2D) for n in chosen):
-            channel_attention = frozenset(n.name for n in chosen if isinstance(n.module, nn.Conv1d))
+            channel_attention = frozenset(
+                n.name for n in chosen if isinstance(n.module, DEFAULT_LAYER_TYPES_1D)
+            )
         if not chosen:
             kinds = ", ".join(t.__name__ for t in DEFAULT_LAYER_TYPES[:6])
             raise ValueError(

@@ -6,6 +6,8 @@ This is the only place that decides what a tensor is. A layer's output is read a
 - ``"NCL"`` ``(N, C, L)`` and ``"NLC"`` ``(N, L, C)``: 1-D signals (time);
 - ``"tokens"`` ``(N, P + h*w, D)``: ``D`` maps over an ``h x w`` patch grid, stored row-major
   after ``P`` prefix tokens (class, distillation, register tokens), which are left out;
+- ``"blocks"`` ``(N, T, n, C)``: NesT's blocked tokens, ``T = g*g`` square blocks of
+  ``n = b*b`` tokens each, read back to ``C`` maps of ``gb x gb`` (as timm's ``deblockify``);
 
 or it is refused (attention probabilities and biases, tensors whose axes cannot be told).
 Tuples and mappings (Hugging Face ``ModelOutput``) are read through their first tensor, the
@@ -38,9 +40,10 @@ from __future__ import annotations
 import math
 import weakref
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
+import torch
 from torch import Tensor, nn
 
 __all__ = [
@@ -104,6 +107,10 @@ class Reading:
         prefix: prefix tokens before the grid (tokens only).
         inferred: what the reading was inferred from, ``""`` when explicit or fixed by the
             module's type (then it is not announced).
+        note: a contradiction to announce once (a stated layout that the module's type
+            disproves), ``""`` for none.
+        order: for tokens out of row order, the row-major grid position of each token
+            (empty: row order).
     """
 
     layout: str
@@ -111,6 +118,8 @@ class Reading:
     grid: tuple[int, int] | None = None
     prefix: int = 0
     inferred: str = ""
+    note: str = ""
+    order: tuple[int, ...] = ()
 
     @property
     def ndim(self) -> int:
@@ -131,13 +140,24 @@ class Reading:
         if self.layout == "tokens":
             assert self.grid is not None
             h, w = self.grid
-            grid = tensor[:, self.prefix :].movedim(-1, 1)
+            grid = tensor[:, self.prefix :]
+            if self.order:  # token i holds grid position order[i]: put each in its place
+                back = sorted(range(len(self.order)), key=self.order.__getitem__)
+                grid = grid[:, back]  # a copy
+            grid = grid.movedim(-1, 1)
             return grid.reshape(*grid.shape[:-1], h, w)  # a view: the token axis splits
+        if self.layout == "blocks":  # (N, T, n, C): T = g*g blocks of n = b*b tokens, row-major
+            n, blocks, tokens, channels = (int(s) for s in tensor.shape)
+            g, b = math.isqrt(blocks), math.isqrt(tokens)
+            grid = tensor.reshape(n, g, g, b, b, channels).transpose(2, 3)
+            return grid.reshape(n, g * b, g * b, channels).movedim(-1, 1)  # a copy
         return tensor
 
     def describe(self) -> str:
         """A short description for notices and tables, e.g. ``"tokens on 14x14 (+1 prefix)"``."""
         where = f"output{self.source} " if self.source else ""
+        if self.layout == "blocks" and self.grid is not None:
+            return f"{where}blocked tokens on {self.grid[0]}x{self.grid[1]}"
         if self.layout == "tokens" and self.grid is not None:
             extra = f" (+{self.prefix} prefix)" if self.prefix else ""
             return f"{where}tokens on {self.grid[0]}x{self.grid[1]}{extra}"
@@ -265,6 +285,9 @@ class Evidence:
         self.token_counts: set[int] = set()  # token counts read over a grid
         self.batch: int | None = None
         self.input_grid: tuple[int, int] | None = None
+        self.reordered: str = ""  # a module seen to reorder tokens: their order is not proven
+        # tokens of a known reordering (timm Hiera's Unroll): count -> (grid, position of each)
+        self.orders: dict[int, tuple[tuple[int, int], tuple[int, ...]]] = {}
         self.version = 0  # grows with every new fact: refusals for lack of evidence are retried
         self._derived: frozenset[tuple[int, int]] = frozenset()
         self._seen: dict[int, tuple[weakref.ref[Tensor], tuple[int, ...], Reading]] = {}
@@ -309,6 +332,46 @@ class Evidence:
         elif shape[-1] not in self.lengths:
             self.lengths.add(shape[-1])
             self.version += 1
+
+    def check_reorder(
+        self, name: str, inputs: Sequence[Any], tensor: Tensor, module: nn.Module | None = None
+    ) -> None:
+        """Record ``name`` if it returned its input's tokens in another order (timm Hiera's
+        ``Unroll``): token readings inferred after it are no longer proven row-major, except
+        where the family is known (:func:`_hiera_order`)."""
+        first = next((x for x in inputs if isinstance(x, Tensor)), None)
+        if (
+            self.reordered
+            or first is None
+            or first is tensor
+            or tensor.dim() != 3
+            or first.shape != tensor.shape
+            or not tensor.is_floating_point()
+            or first.dtype != tensor.dtype
+        ):
+            return
+        if not torch.allclose(first.sum(1), tensor.sum(1), rtol=1e-5, atol=1e-6):
+            return
+        if torch.equal(first, tensor):
+            return
+        if torch.equal(first.sort(dim=1).values, tensor.sort(dim=1).values):
+            self.reordered = name
+            self.version += 1
+            if module is not None:
+                self._known_order(module, int(tensor.shape[1]))
+
+    def _known_order(self, module: nn.Module, count: int) -> None:
+        """Where each token of timm Hiera's ``Unroll`` lies on the patch grid: the module run
+        on the tokens' own row-major indices (it only moves tokens, whatever they hold)."""
+        size = getattr(module, "size", None)
+        if type(module).__module__ != "timm.models.hiera" or type(module).__name__ != "Unroll":
+            return
+        if not (isinstance(size, list) and len(size) == 2 and size[0] * size[1] == count):
+            return
+        index = torch.arange(count, dtype=torch.float64).view(1, count, 1)
+        with torch.no_grad():
+            moved = module(index).reshape(-1)
+        self.orders[count] = ((int(size[0]), int(size[1])), tuple(int(i) for i in moved.tolist()))
 
     def reading_of(self, tensor: Any) -> Reading | None:
         """The reading of ``tensor`` if it was read earlier in this pass."""
@@ -374,20 +437,58 @@ def _best(candidates: Sequence[tuple[int, Reading]]) -> Reading | tuple[Reading,
     return ranked[0][1]
 
 
-def _attention_like(tensor: Tensor, evidence: Evidence, sizes: Sequence[tuple[int, int]]) -> bool:
-    """A square ``L x L`` over a token count: ``L`` tokens were read in this model, or ``L``
-    tokens fit a grid read earlier (or given as sizes) while ``L x L`` is no grid seen and no
-    downscaling of the input's (a one-channel 28 x 28 image is not attention)."""
-    if tensor.dim() < 3:
-        return False
-    a, b = int(tensor.shape[-2]), int(tensor.shape[-1])
-    if a != b or (a, b) in evidence.grids:
-        return False
-    if a in evidence.token_counts:
+def _square_pairs(shape: tuple[int, ...]) -> list[int]:
+    """The sides ``L`` of the square ``L x L`` axis pairs an attention table can have:
+    ``(..., L, L)`` (heads first, or a bare table) and ``(N, L, L, heads)`` (heads last)."""
+    out = []
+    if len(shape) >= 2 and shape[-2] == shape[-1]:
+        out.append(int(shape[-1]))
+    if len(shape) == 4 and shape[1] == shape[2] and shape[1] not in out:
+        out.append(int(shape[1]))
+    return out
+
+
+def _token_count(count: int, evidence: Evidence, sizes: Sequence[tuple[int, int]]) -> bool:
+    """Whether ``count`` is a token count of this model: read as tokens, or fitting a grid
+    read earlier (or given as sizes) with a few prefix tokens."""
+    if count in evidence.token_counts:
         return True
-    if (a, b) in evidence.derived_grids():
-        return False
-    return any(strength >= 2 for strength, _, _ in _token_grids(a, evidence, sizes))
+    return any(strength >= 2 for strength, _, _ in _token_grids(count, evidence, sizes))
+
+
+def _attention_like(tensor: Tensor, evidence: Evidence, sizes: Sequence[tuple[int, int]]) -> int:
+    """The side ``L`` of an attention or relative-position table: a square ``L x L`` over a token count ``L``, in
+    any axis order (``(N, heads, L, L)``, ``(N, L, L, heads)``, ``(N, L, L)``).
+
+    ``L x L`` is no table where it is a grid of the input's (a one-channel 28 x 28 image is not
+    attention) and ``L`` no token count, or where a ``(N, L, L)`` tensor holds ``L`` tokens of
+    ``L`` features, ``L`` a feature count of the maps read (a token map whose width equals its
+    length, e.g. 64 features over an 8 x 8 grid). 0 where it is none."""
+    shape = tuple(int(s) for s in tensor.shape)
+    if len(shape) < 3:
+        return 0
+    for side in _square_pairs(shape):
+        if not _token_count(side, evidence, sizes):
+            continue
+        if side not in evidence.token_counts and (
+            (side, side) in evidence.grids or (side, side) in evidence.derived_grids()
+        ):
+            continue  # a grid of maps (read, or the input's), not a table
+        if (
+            len(shape) == 3
+            and shape[0] == evidence.batch
+            and side in evidence.channels_2d
+            and any(g[0] * g[1] <= side for g in evidence.grids)
+            and _tokens_of_read_maps(side, evidence)
+        ):
+            continue  # (N, L, D) tokens with D == L: a token map
+        return side
+    return 0
+
+
+def _tokens_of_read_maps(count: int, evidence: Evidence) -> bool:
+    """Whether ``count`` tokens lie on a grid of 2-D maps read in this model (few prefixes)."""
+    return any(0 <= count - h * w <= MAX_PREFIX_TOKENS for h, w in evidence.grids if h * w >= 4)
 
 
 def read_layout(
@@ -427,11 +528,16 @@ def read_layout(
     where = f"layer {name!r} ({type(module).__name__})"
     dims = tensor.dim()
     shape = tuple(int(s) for s in tensor.shape)
+    evidence.check_reorder(
+        f"{name.lstrip(chr(0))!r} ({type(module).__name__})", inputs, tensor, module
+    )
     hint_4d = f"pass `layout={{{name!r}: 'NCHW'}}` or `'NHWC'`"
     hint_3d = (
         f"pass `layout={{{name!r}: 'tokens'}}` with `grid=(h, w)` and `prefix_tokens=`, or "
         "`'NCL'` or `'NLC'`"
     )
+    if dims == 2 and shape[0] == shape[1] and _token_count(shape[0], evidence, sizes):
+        return _attention(where, shape, shape[0])
     if dims not in (3, 4):
         expected = {None: "(N, C, H, W), (N, C, L) or tokens (N, L, D)", 1: "(N, C, L)"}
         return Refusal(
@@ -441,12 +547,33 @@ def read_layout(
     fits = {"NCHW": 4, "NHWC": 4, "NCL": 3, "NLC": 3, "tokens": 3}
     reading: Reading | Refusal | None = None
     if explicit != "auto" and fits[explicit] == dims:
-        if not explicit_for_layer and _attention_like(tensor, evidence, sizes):
-            return _attention(where, shape)
+        side = _attention_like(tensor, evidence, sizes)
+        if not explicit_for_layer and side:
+            return _attention(where, shape, side)
+        fixed = _fixed_by_type(module, dims)
         if explicit == "tokens":
             reading = _explicit_tokens(where, shape, source, grid, prefix_tokens, evidence, sizes)
         else:
             reading = Reading(explicit, source)
+        if fixed and fixed != explicit and not isinstance(reading, Refusal):
+            if explicit_for_layer:  # the user's word for this very layer comes first
+                reading = Reading(
+                    reading.layout,
+                    reading.source,
+                    reading.grid,
+                    reading.prefix,
+                    note=f"{where} was given `layout`={explicit!r}, but a "
+                    f"{type(module).__name__} returns channels first ({fixed!r}); it is read "
+                    f"as {explicit!r} as stated (pass {fixed!r} for it, or leave it out).",
+                )
+            else:  # a global layout is for the layers that need it: the type decides
+                reading = Reading(
+                    fixed,
+                    source,
+                    note=f"{where} returns channels first ({fixed!r}), which the global "
+                    f"`layout`={explicit!r} contradicts; it is read as {fixed!r} (state a layout "
+                    "per layer, as {name: layout}, to apply it to some layers only).",
+                )
     elif explicit != "auto" and explicit_for_layer:
         return Refusal(
             f"{where} returned a {dims}-D tensor of shape {shape}, but `layout`={explicit!r} "
@@ -454,14 +581,11 @@ def read_layout(
         )
     if reading is None:
         reading = _auto(where, module, tensor, shape, source, evidence, inputs, sizes, ndim)
-        if isinstance(reading, Reading) and explicit != "auto":
-            reading = Reading(  # say why the global layout did not apply
-                reading.layout,
-                reading.source,
-                reading.grid,
-                reading.prefix,
-                reading.inferred
-                or f"the global layout={explicit!r} describes {fits[explicit]}-D outputs",
+        if isinstance(reading, Reading) and explicit != "auto" and reading.inferred:
+            reading = replace(  # say why the global layout did not apply
+                reading,
+                inferred=f"{reading.inferred}; the global layout={explicit!r} describes "
+                f"{fits[explicit]}-D outputs",
             )
     if isinstance(reading, Refusal):
         if "it is skipped" in reading.reason:
@@ -477,9 +601,9 @@ def read_layout(
     return reading
 
 
-def _attention(where: str, shape: tuple[int, ...]) -> Refusal:
+def _attention(where: str, shape: tuple[int, ...], side: int) -> Refusal:
     return Refusal(
-        f"{where} returned {shape}: a square {shape[-1]} x {shape[-1]} over a token count, "
+        f"{where} returned {shape}: a square {side} x {side} over a token count, "
         "i.e. attention probabilities, an attention bias or a relative-position table, not a "
         "spatial map; it is skipped (declare a layout for this layer by name to measure it)."
     )
@@ -534,19 +658,40 @@ def _auto(
         inherited = evidence.reading_of(first)
         if inherited is not None:  # shape-preserving: activations, dropout, residual blocks
             said = "" if inherited.layout in ("NCHW", "NCL") else "kept from its input"
-            return Reading(inherited.layout, source, inherited.grid, inherited.prefix, said)
-    if _attention_like(tensor, evidence, sizes):
-        return _attention(where, shape)
+            return replace(inherited, source=source, inferred=said, note="")
+    side = _attention_like(tensor, evidence, sizes)
+    if side:
+        return _attention(where, shape, side)
+    if evidence.batch and shape[0] != evidence.batch and shape[0] % evidence.batch == 0:
+        return Refusal(
+            f"{where} returned {shape}, whose first dim holds {shape[0] // evidence.batch} "
+            f"items per sample ({evidence.batch} samples): patches or windows folded into the "
+            "batch (as MobileViT unfolds its patches), which cannot be read back as maps without "
+            "the model's own fold; it is skipped (measure the layer that folds them back, e.g. "
+            "the conv after the transformer)."
+        )
     if evidence.batch is not None and shape[0] != evidence.batch:
         return Refusal(
             f"{where} returned {shape}, whose first dim is not the batch ({evidence.batch} "
             "samples): not per-sample maps (windows, heads or a table?)"
         )
     last = shape[-1]
+    if dims == 4 and _nest_blocks(module, shape):
+        side = math.isqrt(shape[1]) * math.isqrt(shape[2])
+        return Reading("blocks", source, (side, side))
     if dims == 4:
         a, b = shape[1], shape[2]
         if _features_last(module, last):
-            return Reading("NHWC", source, inferred=f"{type(module).__name__} acts on the last dim")
+            if evidence.grid_strength((a, b)) or not (evidence.grids or evidence.derived_grids()):
+                return Reading(
+                    "NHWC", source, inferred=f"{type(module).__name__} acts on the last dim"
+                )
+            return Refusal(
+                f"{where} returned {shape}: {type(module).__name__} acts on the last dim, but "
+                f"{a} x {b} is no grid seen in the forward pass nor a downscaling of the input's "
+                "(blocked or windowed tokens?)",
+                final=False,
+            )
         candidates = []
         for layout, g in (("NCHW", (shape[2], shape[3])), ("NHWC", (a, b))):
             strength = evidence.grid_strength(g)
@@ -587,6 +732,17 @@ def _auto(
     if not features_last and last in evidence.lengths:
         three.append((2, Reading("NCL", source)))
     best = _best(three)
+    hiera = _hiera_order(module, a, evidence)
+    if hiera is not None:
+        grid, order = hiera
+        return Reading("tokens", source, grid, 0, order=order)
+    if isinstance(best, Reading) and best.layout == "tokens" and evidence.reordered:
+        return Refusal(
+            f"{where} returned {shape}, which fits {best.describe()}, but {evidence.reordered} "
+            "reorders the tokens earlier in the forward pass, so their order is not proven to be "
+            "the grid's row order (windows unrolled?); state a layout only for tokens "
+            "known to be in row order"
+        )
     if isinstance(best, tuple):
         return Refusal(
             f"{where} returned {shape}, which fits both {best[0].describe()} and "
@@ -604,6 +760,57 @@ def _auto(
         "order",
         final=False,
     )
+
+
+def _hiera_order(
+    module: nn.Module, count: int, evidence: Evidence
+) -> tuple[tuple[int, int], tuple[int, ...]] | None:
+    """The grid and token positions of a timm Hiera block's ``count`` unrolled tokens: those
+    of the ``Unroll`` (:meth:`Evidence._known_order`), halved by each q-pooling, which keeps
+    the first of every ``4`` contiguous quarters (``x.view(B, 4, -1, C).max(1)``): token ``j``
+    pools tokens ``j + k * count`` (``k < 4``), whose positions share one 2 x 2 cell. None
+    where the module is no Hiera block or the positions do not agree."""
+    if type(module).__module__ != "timm.models.hiera" or not evidence.orders:
+        return None
+    (h, w), order = next(iter(evidence.orders.values()))
+    positions = [(p // w, p % w) for p in order]
+    while len(positions) > count:
+        quarter = len(positions) // 4
+        if quarter * 4 != len(positions) or h % 2 or w % 2:
+            return None
+        pooled = []
+        for j in range(quarter):
+            cells = {
+                (positions[j + k * quarter][0] // 2, positions[j + k * quarter][1] // 2)
+                for k in range(4)
+            }
+            if len(cells) != 1:
+                return None
+            pooled.append(cells.pop())
+        positions, h, w = pooled, h // 2, w // 2
+    if len(positions) != count:
+        return None
+    return (h, w), tuple(r * w + c for r, c in positions)
+
+
+def _fixed_by_type(module: nn.Module, dims: int) -> str:
+    """The layout the module's type proves (``"NCHW"``/``"NCL"`` for channels-first types), or
+    ``""`` where the type proves none."""
+    if isinstance(module, CHANNELS_FIRST_TYPES) or (
+        getattr(module, "data_format", None) == "channels_first"
+    ):
+        return "NCHW" if dims == 4 else "NCL"
+    return ""
+
+
+def _nest_blocks(module: nn.Module, shape: tuple[int, ...]) -> bool:
+    """A timm NesT module returning blocked tokens ``(N, T, n, C)``: ``T`` square blocks of
+    ``n`` tokens, both perfect squares (the family's ``blockify``; read back as its
+    ``deblockify`` does)."""
+    if not type(module).__module__.startswith("timm.models.nest"):
+        return False
+    blocks, tokens = shape[1], shape[2]
+    return math.isqrt(blocks) ** 2 == blocks and math.isqrt(tokens) ** 2 == tokens
 
 
 def _grid_words(grid: tuple[int, int], strength: int = 2) -> str:
