@@ -218,7 +218,7 @@ class SROPEngine:
         self._spatial_why = "no input was recorded (call `set_input(x)` first)"
         self._device: torch.device | None = None
         self._holds_stance = False
-        # Layout decisions, once per (layer, where in the output, shape); see layouts.py.
+        # Layout decisions, once per (layer, where in the output, shape); see lightning_srop.layouts.
         self.evidence = Evidence()
         self._readings: dict[tuple[str, str, tuple[int, ...]], tuple[Reading | Refusal, int]] = {}
         self._evidence_handles: list[RemovableHandle] = []
@@ -442,7 +442,7 @@ class SROPEngine:
         kwargs: Any,
         output: Any,
     ) -> Reading | Refusal:
-        """The reading of this output, decided once per layer and shape (see layouts.py).
+        """The reading of this output, decided once per layer and shape (see lightning_srop.layouts).
 
         Names starting with NUL are evidence modules: read with default options, never
         announced."""
