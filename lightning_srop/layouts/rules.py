@@ -159,11 +159,6 @@ def read_layout(
     evidence.check_reorder(
         f"{name.lstrip(chr(0))!r} ({type(module).__name__})", inputs, tensor, module
     )
-    hint_4d = f"pass `layout={{{name!r}: 'NCHW'}}` or `'NHWC'`"
-    hint_3d = (
-        f"pass `layout={{{name!r}: 'tokens'}}` with `grid=(h, w)` and `prefix_tokens=`, or "
-        "`'NCL'` or `'NLC'`"
-    )
     if dims == 2 and shape[0] == shape[1] and _token_count(shape[0], evidence, sizes):
         return _attention(where, shape, shape[0])
     if dims not in (3, 4):
@@ -176,33 +171,18 @@ def read_layout(
     fits = {"NCHW": 4, "NHWC": 4, "NCL": 3, "NLC": 3, "tokens": 3}
     reading: Reading | Refusal | None = None
     if explicit != "auto" and fits[explicit] == dims:
-        side = _attention_like(tensor, evidence, sizes)
-        if not explicit_for_layer and side:
-            return _attention(where, shape, side)
-        fixed = _fixed_by_type(module, dims)
-        if explicit == "tokens":
-            reading = _explicit_tokens(where, shape, source, grid, prefix_tokens, evidence, sizes)
-        else:
-            reading = Reading(explicit, source)
-        if fixed and fixed != explicit and not isinstance(reading, Refusal):
-            if explicit_for_layer:  # the user's word for this very layer comes first
-                reading = Reading(
-                    reading.layout,
-                    reading.source,
-                    reading.grid,
-                    reading.prefix,
-                    note=f"{where} was given `layout`={explicit!r}, but a "
-                    f"{type(module).__name__} returns channels first ({fixed!r}); it is read "
-                    f"as {explicit!r} as stated (pass {fixed!r} for it, or leave it out).",
-                )
-            else:  # a global layout is for the layers that need it: the type decides
-                reading = Reading(
-                    fixed,
-                    source,
-                    note=f"{where} returns channels first ({fixed!r}), which the global "
-                    f"`layout`={explicit!r} contradicts; it is read as {fixed!r} (state a layout "
-                    "per layer, as {name: layout}, to apply it to some layers only).",
-                )
+        reading = _stated(
+            where,
+            module,
+            tensor,
+            source,
+            explicit,
+            explicit_for_layer,
+            grid,
+            prefix_tokens,
+            evidence,
+            sizes,
+        )
     elif explicit != "auto" and explicit_for_layer:
         return Refusal(
             f"{where} returned a {dims}-D tensor of shape {shape}, but `layout`={explicit!r} "
@@ -217,10 +197,22 @@ def read_layout(
                 inferred=f"{reading.inferred}; the global layout={explicit!r} describes "
                 f"{fits[explicit]}-D outputs",
             )
+    return _checked(reading, name, where, shape, ndim)
+
+
+def _checked(
+    reading: Reading | Refusal, name: str, where: str, shape: tuple[int, ...], ndim: int | None
+) -> Reading | Refusal:
+    """``reading`` against the ``ndim=`` option, and a refusal with the option to pass."""
     if isinstance(reading, Refusal):
         if not reading.hint:
             return reading
-        hint = hint_4d if dims == 4 else hint_3d
+        hint = (
+            f"pass `layout={{{name!r}: 'NCHW'}}` or `'NHWC'`"
+            if len(shape) == 4
+            else f"pass `layout={{{name!r}: 'tokens'}}` with `grid=(h, w)` and "
+            "`prefix_tokens=`, or `'NCL'` or `'NLC'`"
+        )
         return Refusal(f"{reading.reason}; it is skipped ({hint}).", reading.final, hint=False)
     if ndim is not None and reading.ndim != ndim:
         what = "tokens on a 2-D grid" if reading.layout == "tokens" else reading.describe()
@@ -229,6 +221,53 @@ def read_layout(
             f"was set; it is skipped (pass `ndim=None` to measure it as {reading.ndim}-D).",
             hint=False,
         )
+    return reading
+
+
+def _stated(
+    where: str,
+    module: nn.Module,
+    tensor: Tensor,
+    source: str,
+    explicit: str,
+    explicit_for_layer: bool,
+    grid: tuple[int, int] | None,
+    prefix_tokens: int | None,
+    evidence: Evidence,
+    sizes: Sequence[tuple[int, int]],
+) -> Reading | Refusal:
+    """The reading of a layout the user stated that fits the output's rank: attention tables
+    still refused unless stated for this very layer, and a contradiction with what the
+    module's type proves said once (the layer's own layout wins, a global one does not)."""
+    shape = tuple(int(s) for s in tensor.shape)
+    dims = len(shape)
+    side = _attention_like(tensor, evidence, sizes)
+    if not explicit_for_layer and side:
+        return _attention(where, shape, side)
+    fixed = _fixed_by_type(module, dims)
+    if explicit == "tokens":
+        reading = _explicit_tokens(where, shape, source, grid, prefix_tokens, evidence, sizes)
+    else:
+        reading = Reading(explicit, source)
+    if fixed and fixed != explicit and not isinstance(reading, Refusal):
+        if explicit_for_layer:  # the user's word for this very layer comes first
+            reading = Reading(
+                reading.layout,
+                reading.source,
+                reading.grid,
+                reading.prefix,
+                note=f"{where} was given `layout`={explicit!r}, but a "
+                f"{type(module).__name__} returns channels first ({fixed!r}); it is read "
+                f"as {explicit!r} as stated (pass {fixed!r} for it, or leave it out).",
+            )
+        else:  # a global layout is for the layers that need it: the type decides
+            reading = Reading(
+                fixed,
+                source,
+                note=f"{where} returns channels first ({fixed!r}), which the global "
+                f"`layout`={explicit!r} contradicts; it is read as {fixed!r} (state a layout "
+                "per layer, as {name: layout}, to apply it to some layers only).",
+            )
     return reading
 
 
@@ -310,52 +349,71 @@ def _auto(
             f"{where} returned {shape}, whose first dim is not the batch ({evidence.batch} "
             "samples): not per-sample maps (windows, heads or a table?)"
         )
-    last = shape[-1]
-    if dims == 4 and _nest_blocks(module, shape):
+    if len(shape) == 4:
+        return _auto_4d(where, module, shape, source, evidence)
+    return _auto_3d(where, module, shape, source, evidence, sizes, ndim)
+
+
+def _auto_4d(
+    where: str, module: nn.Module, shape: tuple[int, ...], source: str, evidence: Evidence
+) -> Reading | Refusal:
+    """A 4-D output: NesT blocks, channels last after a last-dim module, or the layout whose
+    grid the forward pass has shown (``NCHW`` when none was shown at all)."""
+    if _nest_blocks(module, shape):
         side = math.isqrt(shape[1]) * math.isqrt(shape[2])
         return Reading("blocks", source, (side, side))
-    if dims == 4:
-        a, b = shape[1], shape[2]
-        if _features_last(module, last):
-            if evidence.grid_strength((a, b)) or not (evidence.grids or evidence.derived_grids()):
-                return Reading(
-                    "NHWC", source, inferred=f"{type(module).__name__} acts on the last dim"
-                )
-            return Refusal(
-                f"{where} returned {shape}: {type(module).__name__} acts on the last dim, but "
-                f"{a} x {b} is no grid seen in the forward pass nor a downscaling of the input's "
-                "(blocked or windowed tokens?)",
-                final=False,
-            )
-        candidates = []
-        for layout, g in (("NCHW", (shape[2], shape[3])), ("NHWC", (a, b))):
-            strength = evidence.grid_strength(g)
-            if strength:
-                candidates.append((strength, Reading(layout, source, inferred=_grid_words(g))))
-        best = _best(candidates)
-        if isinstance(best, tuple):
-            return Refusal(
-                f"{where} returned {shape}, which reads as maps of {shape[2]} x {shape[3]} "
-                f"(channels first) or of {a} x {b} (channels last) and the forward pass does "
-                "not tell which",
-            )
-        if best is None and not evidence.grids and not evidence.derived_grids():
-            return Reading(
-                "NCHW",
-                source,
-                inferred="PyTorch's (N, C, H, W) convention; no grid was seen to check it against",
-            )
-        if best is None:
-            return Refusal(
-                f"{where} returned {shape}, and no grid seen in the forward pass matches "
-                f"{shape[2]} x {shape[3]} (channels first) or {a} x {b} (channels last)",
-                final=False,
-            )
-        if best.layout == "NCHW":
-            return Reading("NCHW", source)  # PyTorch's convention, confirmed: nothing to say
-        return best
-    # 3-D: (N, C, L), (N, L, C) or tokens (N, L, D)
+    a, b = shape[1], shape[2]
+    if _features_last(module, shape[-1]):
+        if evidence.grid_strength((a, b)) or not (evidence.grids or evidence.derived_grids()):
+            return Reading("NHWC", source, inferred=f"{type(module).__name__} acts on the last dim")
+        return Refusal(
+            f"{where} returned {shape}: {type(module).__name__} acts on the last dim, but "
+            f"{a} x {b} is no grid seen in the forward pass nor a downscaling of the input's "
+            "(blocked or windowed tokens?)",
+            final=False,
+        )
+    candidates = []
+    for layout, g in (("NCHW", (shape[2], shape[3])), ("NHWC", (a, b))):
+        strength = evidence.grid_strength(g)
+        if strength:
+            candidates.append((strength, Reading(layout, source, inferred=_grid_words(g))))
+    best = _best(candidates)
+    if isinstance(best, tuple):
+        return Refusal(
+            f"{where} returned {shape}, which reads as maps of {shape[2]} x {shape[3]} "
+            f"(channels first) or of {a} x {b} (channels last) and the forward pass does "
+            "not tell which",
+        )
+    if best is None and not evidence.grids and not evidence.derived_grids():
+        return Reading(
+            "NCHW",
+            source,
+            inferred="PyTorch's (N, C, H, W) convention; no grid was seen to check it against",
+        )
+    if best is None:
+        return Refusal(
+            f"{where} returned {shape}, and no grid seen in the forward pass matches "
+            f"{shape[2]} x {shape[3]} (channels first) or {a} x {b} (channels last)",
+            final=False,
+        )
+    if best.layout == "NCHW":
+        return Reading("NCHW", source)  # PyTorch's convention, confirmed: nothing to say
+    return best
+
+
+def _auto_3d(
+    where: str,
+    module: nn.Module,
+    shape: tuple[int, ...],
+    source: str,
+    evidence: Evidence,
+    sizes: Sequence[tuple[int, int]],
+    ndim: int | None,
+) -> Reading | Refusal:
+    """A 3-D output: ``(N, C, L)``, ``(N, L, C)`` or tokens ``(N, L, D)``, by the grids and
+    lengths the forward pass has shown (Hiera's unrolled tokens put back in place)."""
     a = shape[1]
+    last = shape[-1]
     features_last = _features_last(module, last)
     three: list[tuple[int, Reading]] = []
     token = _token_grids(a, evidence, sizes)
