@@ -27,12 +27,10 @@ Lifecycle (see ``docs/callback.md``):
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
 import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -41,15 +39,16 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
-from lightning.pytorch.utilities.signature_utils import is_param_in_hook_signature
 from torch import Tensor
 from torchmetrics import Metric
 from typing_extensions import override
 
 from lightning_srop.batches import BatchInput, input_of
-from lightning_srop.engine import SROPEngine, _is_compiled
+from lightning_srop.compiled import is_compiled
+from lightning_srop.engine import SROPEngine
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
+from lightning_srop.measure import measure
 from lightning_srop.notices import Notices
 from lightning_srop.options import (
     COMPILED_CHOICES,
@@ -68,55 +67,11 @@ from lightning_srop.report import LayerReport, SROPReport
 from lightning_srop.statistics import Statistic
 from lightning_srop.tags import CHANGE, DEFAULT_PREFIX, REPORTS_GROUP, depth_labels, join_tag
 from lightning_srop.transforms import HISTOGRAM_BINS, history
+from lightning_srop.validation_road import run_validation_step, validation_batches
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
 _OWNER: Final[str] = "SROPCallback"
-
-
-@contextlib.contextmanager
-def _untouched(pl_module: LightningModule) -> Iterator[None]:
-    """Run the LightningModule's own ``validation_step`` outside validation without a trace:
-    ``self.log``/``self.log_dict`` do nothing, and what a step changes is put back afterwards:
-    the states of its torchmetrics ``Metric`` modules and the contents of its public list,
-    dict and set attributes (outputs gathered for ``on_validation_epoch_end``)."""
-    metrics = [m for m in pl_module.modules() if isinstance(m, Metric)]
-    saved_metrics = [copy.deepcopy(_metric_state(m)) for m in metrics]
-    containers = {
-        name: copy.copy(value)
-        for name, value in vars(pl_module).items()
-        if not name.startswith("_") and isinstance(value, (list, dict, set))
-    }
-    pl_module.log = _silent  # type: ignore[method-assign]
-    pl_module.log_dict = _silent  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        del pl_module.log, pl_module.log_dict  # the class's methods again
-        for metric, state in zip(metrics, saved_metrics, strict=True):
-            for attr, value in state.items():
-                setattr(metric, attr, value)
-        for name, saved in containers.items():
-            value = vars(pl_module).get(name)
-            if isinstance(value, list):
-                value[:] = saved
-            elif isinstance(value, (dict, set)):
-                value.clear()
-                value.update(saved)
-
-
-def _silent(*args: Any, **kwargs: Any) -> None:
-    """``self.log`` while the baseline runs ``validation_step``."""
-
-
-def _metric_state(metric: Metric) -> dict[str, Any]:
-    """A torchmetrics ``Metric``'s accumulated state: its declared states and the bookkeeping
-    of ``update``/``compute`` (update count, cached result)."""
-    state = dict(metric.metric_state)
-    for attr in ("_update_count", "_computed", "_forward_cache"):
-        if hasattr(metric, attr):
-            state[attr] = getattr(metric, attr)
-    return state
 
 
 def _options(options: SROPOptions | None, measured: dict[str, Any], owner: str) -> SROPOptions:
@@ -456,7 +411,7 @@ class SROPCallback(Callback):
     # ------------------------------------------------------------------ lifecycle
     @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if self.options.compiled == "error" and _is_compiled(pl_module):
+        if self.options.compiled == "error" and is_compiled(pl_module):
             raise RuntimeError(
                 "SROPCallback: the LightningModule holds torch.compile'd code and "
                 f"`compiled`={self.options.compiled!r}; compiled graphs ignore forward hooks added after "
@@ -488,12 +443,12 @@ class SROPCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, *, baseline: bool
     ) -> None:
         """Measure validation batches before the first training step, exactly as validation
-        will (:meth:`_validation_road`): ``num_batches`` of them as the baseline when
+        will (:func:`~lightning_srop.validation_road.validation_batches`): ``num_batches`` of them as the baseline when
         ``baseline``, else one, only to prove that the settings work for this model and these
         batches. A setting that cannot work raises here, not an epoch later: ``unit="input"``
         without an input that can be found and read, and a layer choice that measures nothing.
         """
-        batches = self._validation_road(trainer, pl_module)
+        batches = validation_batches(trainer, pl_module)
         if batches is None:
             if baseline:
                 self._notice(
@@ -506,9 +461,10 @@ class SROPCallback(Callback):
         limit = (self.num_batches if baseline else 1) or None
         engine = self._engine_for(pl_module)
         with isolate_rng():  # training is the same with and without it
-            report = engine.measure(
+            report = measure(
+                engine,
                 itertools.islice(batches, limit),
-                lambda item: self._run(trainer, pl_module, item),
+                lambda item: run_validation_step(trainer, pl_module, item, self.forward),
                 input_of=lambda item: self._input_of(pl_module, item[0]),
                 epoch=trainer.current_epoch,
                 step=logger_step(trainer),
@@ -530,36 +486,6 @@ class SROPCallback(Callback):
             self.baseline_report = report
             self._baseline = {r.name: float(r.stats["mean"]) for r in report.layers}
 
-    def _validation_road(
-        self, trainer: Trainer, pl_module: LightningModule
-    ) -> Iterator[tuple[Any, int, int]] | None:
-        """``(batch, batch_idx, dataloader_idx)`` of the validation dataloaders, in
-        validation's order and limits, each batch moved by Lightning's own transfer path
-        (the precision plugin's input conversion, then the DataModule's or the
-        LightningModule's ``on_before_batch_transfer``, ``transfer_batch_to_device`` and
-        ``on_after_batch_transfer``, whichever Lightning picks); ``None`` without dataloaders."""
-        loaders: Any = trainer.val_dataloaders
-        if loaders is None:
-            return None
-        if not isinstance(loaders, (list, tuple)):
-            loaders = [loaders]
-        limits = list(trainer.num_val_batches or [])
-
-        def road() -> Iterator[tuple[Any, int, int]]:
-            for index, loader in enumerate(loaders):
-                limit = limits[index] if index < len(limits) else math.inf
-                for position, batch in enumerate(loader):
-                    if position >= limit:
-                        break
-                    batch = trainer.precision_plugin.convert_input(batch)
-                    # The LightningModule's dispatcher to the DataModule's or its own hook, as
-                    # Lightning's evaluation loop calls it (no public twin exists).
-                    batch = pl_module._on_before_batch_transfer(batch, dataloader_idx=index)
-                    batch = trainer.strategy.batch_to_device(batch, dataloader_idx=index)
-                    yield batch, position, index
-
-        return road()
-
     def _input_of(self, pl_module: LightningModule, batch: Any) -> BatchInput | None:
         """The input of a validation batch, required with ``unit="input"``."""
         return input_of(
@@ -569,26 +495,6 @@ class SROPCallback(Callback):
             required=self.options.unit == "input",
             owner=_OWNER,
         )
-
-    def _run(
-        self, trainer: Trainer, pl_module: LightningModule, item: tuple[Any, int, int]
-    ) -> None:
-        """Run the model on one batch before training as validation runs it: ``forward=``
-        when given, else the LightningModule's ``validation_step`` through the strategy
-        (under DDP, the wrapped model), with ``self.log``/``self.log_dict`` silenced and
-        everything else it changes put back (:func:`_untouched`)."""
-        batch, batch_idx, dataloader_idx = item
-        if self.forward is not None:
-            with trainer.precision_plugin.val_step_context():
-                self.forward(pl_module, batch)
-            return
-        args: list[Any] = [batch]
-        if is_param_in_hook_signature(pl_module.validation_step, "batch_idx", min_args=2):
-            args.append(batch_idx)
-        if len(trainer.num_val_batches or []) > 1:
-            args.append(dataloader_idx)
-        with _untouched(pl_module):
-            trainer.strategy.validation_step(*args)
 
     def _with_change(self, report: LayerReport) -> LayerReport:
         """``report`` with ``extra["change"]`` when the layer has a baseline."""

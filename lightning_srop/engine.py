@@ -25,41 +25,27 @@ Rules, in one place:
   recorded in :attr:`SROPEngine.skipped`; it is announced once per layer with a
   :class:`~lightning_srop.notices.SROPWarning` (on rank zero), except the quiet skips of
   layers chosen by default (``1 x 1`` maps, channel attention).
-- **Repeated calls**: a module called several times in one batch (torchvision ResNet's shared
-  ``relu``) is handled by ``repeated=``: ``"separate"`` (default) keeps one statistic per call
-  site, keyed ``name``, ``name#1``, ``name#2``, ... in call order within the batch;
-  ``"merge"`` pools all calls into ``name`` (every call's maps count, on purpose);
-  ``"first"`` keeps only the first call of each batch.
-- **Units**: ``unit="layer"`` reports cycles per pixel of the layer's own grid; ``unit="input"``
-  divides by the total downscaling ``s`` of the layer, taken per batch from
-  the input's own grid or length (``input_layout=``; never the batch or a feature axis):
-  ``s = sqrt(H_in W_in / (H W))`` in 2-D, ``L_in / L`` in 1-D, and the ratio of the last
-  (time) axes when a 2-D map comes from a 1-D input or the other way round. A layer finer
-  than the input (``s < 1``) has no place on the input's axis and is skipped. The histogram
-  range of a layer is ``max_radius / 2**j`` with ``2**j <= s``, widened exactly (power of
-  two) when a later batch or another process has a smaller ``s``: no value is clamped and no
-  value exceeds the Nyquist limit of the input.
-- **Compiled models**: hooks added after ``torch.compile`` are ignored by compiled code, so
-  while an engine whose model holds compiled code is attached, compiled code runs eagerly
-  (``torch.compiler.set_stance("force_eager")``, ``compiled="eager"``, the default), or the
-  engine raises (``compiled="error"``). The stance is shared by every attached engine of the
-  process: the first to attach sets it, the last to detach restores what was there before,
-  in whatever order engines attach and detach. Models without compiled code never touch it.
+- **Repeated calls** (``repeated=``) and **units** (``unit=``, ``input_layout=``) follow
+  :class:`~lightning_srop.options.SROPOptions`. With ``unit="input"`` the total downscaling
+  ``s`` of a layer is taken per batch from the input's own grid or length; a layer finer than
+  the input is skipped; the histogram range ``max_radius / 2**j`` (``2**j <= s``) widens
+  exactly (a power of two) when a later batch or process has a smaller ``s``.
+- **Compiled models**: see :mod:`lightning_srop.compiled` (``compiled=``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from lightning_srop.batches import BatchInput
+from lightning_srop.compiled import EagerStance, is_compiled
 from lightning_srop.functional.spectral_rolloff import MAX_RADIUS_1D, MAX_RADIUS_2D
 from lightning_srop.layers import LayerChoice, select_layers
 from lightning_srop.layouts import (
@@ -74,80 +60,12 @@ from lightning_srop.layouts import (
     read_layout,
     unwrap_output,
 )
-from lightning_srop.notices import notice
+from lightning_srop.notices import Notices, notice
 from lightning_srop.options import SROPOptions
 from lightning_srop.report import LayerMeta, LayerReport, SROPReport
 from lightning_srop.statistics import SROPStatistics
 
-__all__ = ["LayerMeta", "SROPEngine", "eval_mode"]
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """``model`` in eval mode for the ``with`` block; every module's own train/eval flag is
-    restored afterwards (also on an exception), not just the root's.
-
-    Examples:
-        >>> from torch import nn
-        >>> net = nn.Sequential(nn.Dropout(), nn.Dropout())
-        >>> net[1].eval()
-        Dropout(p=0.5, inplace=False)
-        >>> with eval_mode(net):
-        ...     [m.training for m in net.modules()]
-        [False, False, False]
-        >>> [m.training for m in net.modules()]
-        [True, True, False]
-    """
-    modes = {module: module.training for module in model.modules()}
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in modes.items():
-            module.training = training
-
-
-class _EagerStance:
-    """The process-wide ``force_eager`` stance, shared by every attached engine.
-
-    Engines attach and detach in any order (two callbacks detach in the order they attached,
-    not in reverse), so a stack of context managers would restore the wrong stance; a count
-    does not: the first holder sets the stance, the last one restores the one saved.
-    """
-
-    _lock: ClassVar[threading.Lock] = threading.Lock()
-    _holders: ClassVar[int] = 0
-    _context: ClassVar[contextlib.AbstractContextManager[Any] | None] = None
-
-    @staticmethod
-    def available() -> bool:
-        return getattr(torch.compiler, "set_stance", None) is not None
-
-    @classmethod
-    def acquire(cls) -> None:
-        with cls._lock:
-            if cls._holders == 0:
-                context: contextlib.AbstractContextManager[Any] = torch.compiler.set_stance(
-                    "force_eager"
-                )
-                context.__enter__()
-                cls._context = context
-            cls._holders += 1
-
-    @classmethod
-    def release(cls) -> None:
-        with cls._lock:
-            cls._holders -= 1
-            if cls._holders == 0:
-                context, cls._context = cls._context, None
-                if context is not None:
-                    context.__exit__(None, None, None)
-
-
-def _is_compiled(root: nn.Module) -> bool:
-    if getattr(root, "_compiler_ctx", None):  # Lightning's from_compiled
-        return True
-    return any(type(m).__name__ == "OptimizedModule" for m in root.modules())
+__all__ = ["LayerMeta", "SROPEngine"]
 
 
 class SROPEngine:
@@ -205,7 +123,7 @@ class SROPEngine:
         self.layers: list[tuple[str, nn.Module]] = []
         self._by_default = options.layers is None
         self._handles: list[RemovableHandle] = []
-        self._noticed: set[str] = set()
+        self._notices = Notices(owner)  # each notice once per engine, by its key
         self.skipped: dict[str, str] = {}  # layer name -> why it has no statistics
         self.resolve()
         self.metrics: dict[str, SROPStatistics] = {}  # this round's, in first-call order
@@ -288,7 +206,7 @@ class SROPEngine:
         """Register one forward hook per chosen layer and start a new batch. Idempotent."""
         if self._handles:
             return
-        compiled = _is_compiled(self.model)
+        compiled = is_compiled(self.model)
         if compiled and self.options.compiled == "error":
             raise RuntimeError(
                 f"{self.owner}: the model holds torch.compile'd code, whose compiled graphs "
@@ -296,7 +214,7 @@ class SROPEngine:
                 "pass `compiled='eager'` to run the sampled batches eagerly, or measure the "
                 "uncompiled model."
             )
-        if compiled and not _EagerStance.available():
+        if compiled and not EagerStance.available():
             raise RuntimeError(
                 f"{self.owner}: the model holds torch.compile'd code, whose compiled graphs "
                 "ignore forward hooks added after compilation, and this PyTorch "
@@ -308,7 +226,7 @@ class SROPEngine:
         self.evidence.start_pass(self._input_shape, self._spatial)
         try:
             if compiled:
-                _EagerStance.acquire()
+                EagerStance.acquire()
                 self._holds_stance = True
             if self._want_evidence or not self._readings:
                 self._attach_evidence()
@@ -336,7 +254,7 @@ class SROPEngine:
         finally:
             if self._holds_stance:
                 self._holds_stance = False
-                _EagerStance.release()
+                EagerStance.release()
             if handles:  # the end of a batch
                 self._want_evidence = self._missed
                 self._announce_inferred()
@@ -421,10 +339,7 @@ class SROPEngine:
 
     # ------------------------------------------------------------------ capture
     def _notice(self, key: str, message: str) -> None:
-        if key in self._noticed:
-            return
-        self._noticed.add(key)
-        notice(f"{self.owner}: {message}", stacklevel=4)
+        self._notices(key, message)
 
     def _skip(self, name: str, message: str, *, quiet: bool = False) -> None:
         """Record why layer ``name`` has no statistics; announce it unless ``quiet``."""
@@ -530,6 +445,21 @@ class SROPEngine:
                 quiet=self._by_default,
             )
             return
+        scaled = self._scale(name, where, map_shape, ndim)
+        if scaled is None:
+            return
+        metric = self._metric_for(key, module, where, tensor, output, reading, scaled)
+        if metric is not None:
+            with torch.no_grad():
+                metric.update(output.detach())
+
+    def _scale(
+        self, name: str, where: str, map_shape: tuple[int, ...], ndim: int
+    ) -> tuple[float, float | None, float | None] | None:
+        """``(scale, max_value, downscale)`` of maps of ``map_shape`` against this batch's
+        input: the factor that turns cycles per layer pixel into the unit asked for, the
+        histogram's range with ``unit="input"`` (``None``: the layer's own Nyquist limit) and
+        the layer's downscaling; ``None`` when the layer is skipped (finer than the input)."""
         downscale = downscaling(map_shape, self._spatial) if self._spatial else None
         scale, max_value = 1.0, None
         if self.options.unit == "input":
@@ -546,10 +476,27 @@ class SROPEngine:
                     f"{self._spatial}: no place on the input's axis with `unit='input'`; "
                     "skipped (measure it with `unit='layer'`).",
                 )
-                return
+                return None
             assert downscale is not None
             scale = 1.0 / downscale
             max_value = (MAX_RADIUS_2D if ndim == 2 else MAX_RADIUS_1D) * 2.0**-exponent
+        return scale, max_value, downscale
+
+    def _metric_for(
+        self,
+        key: str,
+        module: nn.Module,
+        where: str,
+        tensor: Tensor,
+        output: Tensor,
+        reading: Reading,
+        scaled: tuple[float, float | None, float | None],
+    ) -> SROPStatistics | None:
+        """The statistics of ``key`` for these maps, made at its first output (with the layer's
+        metadata), widened for a smaller downscaling; ``None`` when the maps changed rank."""
+        scale, max_value, downscale = scaled
+        ndim = reading.ndim
+        map_shape = tuple(int(s) for s in output.shape[-ndim:])
         metric = self.metrics.get(key)
         if metric is None:
             metric = self._fresh_metric(key, ndim, scale, max_value, output.device)
@@ -573,12 +520,11 @@ class SROPEngine:
                 f"{where} changed from {metric.ndim}-D to {ndim}-D maps "
                 f"(shape {tuple(tensor.shape)}); those outputs are skipped.",
             )
-            return
+            return None
         elif max_value is not None and max_value > metric.max_value:
             metric.grow(max_value)  # a smaller downscaling than before: widen exactly
         metric.scale = scale  # the downscaling of this batch
-        with torch.no_grad():
-            metric.update(output.detach())
+        return metric
 
     def _not_temporal(self, args: Any) -> str:
         """What a default ``Conv1d`` of a 2-D model runs over when that is not time: a pooled
@@ -689,59 +635,6 @@ class SROPEngine:
                 metric.grow(max_value)
             metrics[key] = metric
         self.metrics = metrics
-
-    def measure(
-        self,
-        batches: Iterable[Any],
-        run: Callable[[Any], object],
-        *,
-        input_of: Callable[[Any], BatchInput | None],
-        **fields: Any,
-    ) -> SROPReport:
-        """Measure ``batches``: the one road from batches to a report, for the callback's
-        baseline, :func:`~lightning_srop.profile.profile` and the command line.
-
-        The statistics start empty; the model runs in eval mode under ``torch.no_grad``
-        (every module's mode restored, see :func:`eval_mode`); for each batch the input that
-        ``input_of(batch)`` finds is recorded (:meth:`set_input`) and ``run(batch)`` calls the
-        model with the hooks attached; no hook is left behind, even if ``run`` raises.
-
-        Args:
-            batches: the batches, as the model sees them (on its device, transfer hooks run).
-            run: calls the model on one batch (``model(x)``, a ``forward=`` callable, or the
-                LightningModule's ``validation_step``).
-            input_of: the model's input in a batch, for the downscaling and ``unit="input"``
-                (``None`` where it has none that can be found; it raises where one is needed).
-            fields: :class:`~lightning_srop.report.SROPReport` fields (``model``, ``label``,
-                ``epoch``, ``step``).
-
-        Returns:
-            The report (a collective when the engine syncs): every measured layer, the
-            ``skipped`` ones with their reasons, and the number of batches measured.
-
-        Examples:
-            >>> import torch
-            >>> from torch import nn
-            >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten())
-            >>> engine = SROPEngine(net, sync=False)
-            >>> report = engine.measure([torch.randn(2, 1, 8, 8)], net, input_of=lambda b: b)
-            >>> report.names, report.num_batches, net.training
-            (['0'], 1, True)
-        """
-        self.detach()
-        self.reset()
-        measured = 0
-        try:
-            with eval_mode(self.model), torch.no_grad():
-                for batch in batches:
-                    self.set_input(input_of(batch))
-                    with self.capture():
-                        run(batch)
-                    measured += 1
-            return self.report(num_batches=measured, **fields)
-        finally:
-            self.detach()
-            self.reset()
 
     def report(self, **fields: Any) -> SROPReport:
         """This round's :meth:`reports` as an :class:`~lightning_srop.report.SROPReport`, with

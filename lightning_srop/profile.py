@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from lightning_srop.batches import BatchInput, batch_input, input_of, takes_image_list
 from lightning_srop.engine import SROPEngine
+from lightning_srop.measure import measure
 from lightning_srop.options import SROPOptions, check_bool
 from lightning_srop.report import SROPReport
 
@@ -164,7 +165,7 @@ def profile(
 ) -> SROPReport:
     """Per-layer SROP statistics of ``model`` over ``data``, without a Trainer.
 
-    :meth:`SROPEngine.measure <lightning_srop.engine.SROPEngine.measure>` runs it, as it runs
+    :func:`~lightning_srop.measure.measure` runs it, as it runs
     the callback's baseline: eval mode, no grad, every module's mode (and device) restored, no
     hook left behind. The statistics stay local to the process (safe on one rank only).
 
@@ -220,7 +221,8 @@ def profile(
     try:
         if moved:
             model.to(target)
-        return engine.measure(
+        return measure(
+            engine,
             (call.prepared(batch) for batch in shown),
             call.run,
             input_of=call.input_of,

@@ -19,6 +19,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import lightning_srop.callback
 from lightning_srop import SROPCallback
 
 
@@ -204,7 +205,7 @@ def test_calling_the_hooks_by_hand_is_caught(
     """Mutation check: a baseline that calls the LightningModule's three hooks by hand (as an
     earlier version did) skips the DataModule's, and the zero-change test then fails."""
 
-    def by_hand(self: SROPCallback, trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
+    def by_hand(trainer: L.Trainer, pl_module: L.LightningModule) -> Any:
         def road() -> Any:
             for position, batch in enumerate(trainer.val_dataloaders):  # type: ignore[arg-type]
                 batch = pl_module.on_before_batch_transfer(batch, 0)
@@ -213,7 +214,7 @@ def test_calling_the_hooks_by_hand_is_caught(
 
         return road()
 
-    monkeypatch.setattr(SROPCallback, "_validation_road", by_hand)
+    monkeypatch.setattr(lightning_srop.callback, "validation_batches", by_hand)
     callback = fit(TwoConv(), SmoothingData(), tmp_path)
     assert any(abs(change) > 1e-3 for change in changes(callback).values())
 
