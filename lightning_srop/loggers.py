@@ -13,28 +13,25 @@ Lightning's logger API has no common call for:
     zero, even when every map fell into one bin.
   * Weights & Biases: ``wandb.Histogram(np_histogram=(counts, edges))`` with at most
     :data:`WANDB_MAX_BINS` (512) bins: empty outer bins are trimmed first, then runs of ``k``
-    adjacent bins are summed (:func:`~lightning_srop.transforms.rebin`), which is exact (every edge is one of the original
-    edges, every count is a sum of original counts).
+    adjacent bins are summed (:func:`~lightning_srop.transforms.rebin`), which is exact (every
+    edge is one of the original edges, every count is a sum of original counts).
   * Layers without a single valid map (all flat or invalid, statistics NaN) are skipped.
-  * ``max_bins=`` re-bins each histogram for display first (:func:`~lightning_srop.transforms.display_bins`: one bin per
-    occupied value when there are few, else at most ``max_bins`` merged bins), exactly.
+  * ``max_bins=`` re-bins each histogram for display first
+    (:func:`~lightning_srop.transforms.display_bins`: one bin per occupied value when there are
+    few, else at most ``max_bins`` merged bins), exactly.
 
-- **Figures** (:func:`log_figure`): rendered once to an RGB array (Agg, no pyplot, no
-  Pillow), then TensorBoard ``add_image`` and W&B ``wandb.Image``.
+- **Figures** (:func:`log_figure`): rendered once to an RGB array, then TensorBoard
+  ``add_image``, W&B ``wandb.Image`` or MLflow images.
 
-**Which loggers take what.** :func:`loggers_taking` splits a logger list into those that take
-histograms (or images) and the class names of those that do not, without drawing or computing
-anything, so that a caller can skip work no attached logger can show. TensorBoard and W&B take
-both; ``CSVLogger`` takes neither.
+**Which loggers take what** (:func:`loggers_taking`, judged without drawing or computing
+anything): TensorBoard and W&B both, MLflow figures only (it has no histograms), ``CSVLogger``,
+Comet, Neptune and others neither; they are returned by name so that the caller can say so once.
 
-**Tags.** Every name written here is spelled by :mod:`lightning_srop.tags` (the SROP histogram
-``{prefix}/{label}``, the per-sample one ``{prefix}/{label}/per_sample_mean``, a logger's own
-``prefix`` argument in front, as Lightning does for scalars).
+**Tags.** Every name written here is spelled by :mod:`lightning_srop.tags` (which
+:mod:`lightning_srop.runs` decodes them with), a logger's own ``prefix`` argument in front.
 
 **Steps.** Pass :func:`logger_step` ``(trainer)``: the step at which Lightning logs
-epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is what
-``self.log``, ``LearningRateMonitor`` and ``DeviceStatsMonitor`` use; during validation inside
-``fit`` it is ``global_step - 1``), so that histograms and figures share the scalars' x.
+epoch-level scalars, so that histograms and figures share the scalars' x.
 
 * TensorBoard: written at ``global_step=step``; TensorBoard tolerates any order.
 * W&B: Lightning's ``WandbLogger`` never passes ``step=`` to ``wandb.log``; it logs
@@ -42,32 +39,22 @@ epoch-level scalars (``fit_loop.epoch_loop._batches_that_stepped``, which is wha
   (``define_metric("*", step_metric="trainer/global_step")``), while wandb's own ``_step``
   counts ``log`` calls. That counter runs ahead of the trainer's step as soon as more than one
   record is logged per step (training and validation scalars, learning rates, ...), and W&B
-  silently drops a record whose ``step=`` is below it. So histograms and images go through the same route as Lightning's scalars
-  (``WandbLogger.log_metrics(..., step=step)``, which adds ``trainer/global_step = step``):
-  they never go backwards and share their x-axis with the scalars.
+  silently drops a record whose ``step=`` is below it. So histograms and images go through the
+  same route as Lightning's scalars (``WandbLogger.log_metrics(..., step=step)``, which adds
+  ``trainer/global_step = step``): they never go backwards and share their x-axis with the
+  scalars.
 
 **MLflow** (``MLFlowLogger``, or any logger whose ``experiment`` is an ``MlflowClient`` and
-that has a ``run_id``) takes figures, written as time-stepped images with the client's
-``log_image(run_id, image, key=tag, step=step)`` (MLflow >= 2.16 with Pillow; the run page's
-*Images* view shows each key with a step slider), else as artifacts ``{tag}/step_{step}.png``
-(``log_figure``); it has no histograms. ``epoch`` is not written to it beside the scalars:
-Lightning logs ``epoch`` at the same step, and MLflow would keep both entries. Loggers with neither (``CSVLogger``, Comet,
-Neptune, ...) are returned by name so that the caller can say so once.
+that has a ``run_id``): figures as time-stepped images (see :func:`log_figure`); ``epoch`` is
+not written beside the scalars (Lightning logs it at the same step, and MLflow keeps both).
 
 **Views.** TensorBoard colours and names *runs*, and draws one card per tag with one line per
-run. So :func:`log_layer_runs` makes every layer a run of its own,
-``{log_dir}/{prefix}/{NN}-{layer}`` (a sub-folder of the logger's version folder; the depth
-index ``NN`` sorts the runs, hence their legend, in forward order), holding the scalars
-``{prefix}/{statistic}``: one chart per statistic, every layer its own coloured, named line.
-With ``runs=``, :func:`log_histograms` writes each layer's TensorBoard histograms into the same
-run (``{prefix}_histograms/per_map``, ``{prefix}_histograms/per_sample_mean``, the layer's
-colour). :func:`close_layer_runs` closes those writers. Other loggers keep flat keys:
-:func:`log_scalars` writes ``{prefix}/{label}/{statistic}`` under labels chosen by the caller
-(a depth index in front of each layer name sorts them in forward order),
-:func:`define_wandb_metrics` and :func:`log_wandb_charts` give W&B its charts (epoch as the
-x-axis, one ``line_series`` chart per statistic). Every tag is joined with the logger's
-``group_separator``; the tag scheme (encoded here, decoded by :mod:`lightning_srop.runs`) is
-:mod:`lightning_srop.tags`'s.
+run: :func:`log_layer_runs` makes every layer a run of its own (``{NN}-{layer}`` sorts them in
+forward order), one chart per statistic; with ``runs=``, :func:`log_histograms` writes each
+layer's histograms into the same run; :func:`close_layer_runs` closes those writers. Other
+loggers keep flat keys (:func:`log_scalars`); :func:`define_wandb_metrics` and
+:func:`log_wandb_charts` give W&B its charts (epoch as the x-axis, one ``line_series`` chart
+per statistic).
 """
 
 from __future__ import annotations
@@ -82,16 +69,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 import numpy as np
 
 from lightning_srop.report import LayerReport
-from lightning_srop.tags import (
+from lightning_srop.tags import (  # group_separator, layer_tag: re-exported
     CHARTS_GROUP,
     DEFAULT_PREFIX,
-    LOGGER_JOIN,
     PER_MAP_TAG,
-    SEPARATOR,
+    group_separator,
     join_tag,
     layer_run_dir,
     layer_run_histogram_tag,
-    with_logger_prefix,
+    layer_tag,
+    logger_tag,
 )
 from lightning_srop.transforms import (
     HISTOGRAM_BINS,
@@ -149,38 +136,8 @@ _WANDB_KINDS: Final[frozenset[str]] = frozenset({"wandb_logger", "wandb_run"})
 
 
 # ------------------------------------------------------------------------------------------
-# Tags
-# ------------------------------------------------------------------------------------------
-
-
-def group_separator(logger: object) -> str:
-    """The logger's ``group_separator`` (Lightning's loggers: ``"/"``), ``"/"`` if it has none."""
-    separator = getattr(logger, "group_separator", SEPARATOR)
-    return separator if isinstance(separator, str) and separator else SEPARATOR
-
-
-def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
-    """``{prefix}{sep}{label}[{sep}{rest}...]`` joined with the logger's ``group_separator``.
-
-    Examples:
-        >>> layer_tag(None, "srop", "00-features.0", "mean")
-        'srop/00-features.0/mean'
-    """
-    return join_tag(prefix, label, *rest, separator=group_separator(logger))
-
-
-# ------------------------------------------------------------------------------------------
 # Backends
 # ------------------------------------------------------------------------------------------
-
-
-def _with_logger_prefix(logger: Logger, tag: str) -> str:
-    """``tag`` as the logger's own ``log_metrics`` would name it (``prefix`` argument)."""
-    logger_prefix = getattr(logger, "_prefix", "")
-    join = getattr(logger, "LOGGER_JOIN_CHAR", LOGGER_JOIN)
-    if isinstance(logger_prefix, str) and isinstance(join, str):
-        return with_logger_prefix(tag, logger_prefix, join)
-    return tag
 
 
 def _experiment(logger: Logger) -> Any:
@@ -247,10 +204,6 @@ def _kind(logger: Logger) -> tuple[str | None, Any]:
     return None, None
 
 
-def _takes(kind: str | None, output: str) -> bool:
-    return kind is not None and output in _TAKES.get(kind, frozenset())
-
-
 class LoggerSplit(NamedTuple):
     """Loggers split by whether they take one kind of output (see :func:`loggers_taking`)."""
 
@@ -298,14 +251,15 @@ def loggers_taking(
     taking: list[Logger] = []
     skipped: list[str] = []
     for logger in loggers:
-        if _takes(_kind(logger)[0], output):
+        kind = _kind(logger)[0]
+        if kind is not None and output in _TAKES.get(kind, frozenset()):
             taking.append(logger)
-        else:
-            _unsupported_name(logger, skipped)
+        elif type(logger).__name__ not in skipped:
+            skipped.append(type(logger).__name__)
     return LoggerSplit(taking, skipped)
 
 
-def _wandb_log(logger: Logger, kind: str, record: dict[str, Any], step: int) -> None:
+def _wandb_log(logger: Logger, kind: str | None, record: dict[str, Any], step: int) -> None:
     if kind == "wandb_logger":
         # Lightning's route for scalars: adds ``trainer/global_step``, the logger's prefix,
         # and is a no-op on non-zero ranks.
@@ -344,12 +298,6 @@ def _check_step(step: object, where: str) -> int:
     return int(step)
 
 
-def _unsupported_name(logger: Logger, names: list[str]) -> None:
-    name = type(logger).__name__
-    if name not in names:
-        names.append(name)
-
-
 Histogram = tuple[str, tuple[str, ...], str, np.ndarray, np.ndarray, Mapping[str, float]]
 
 
@@ -372,7 +320,7 @@ def _tensorboard_histograms(
             )
         total, total_sq = _histogram_sums(counts, edges, stats)
         writer.add_histogram_raw(
-            _with_logger_prefix(logger, tag),
+            logger_tag(logger, tag),
             min=float(edges[0]),
             max=float(edges[-1]),
             num=int(counts.sum()),
@@ -438,12 +386,9 @@ def log_histograms(
     # Validated and binned once, whichever loggers are attached (malformed reports fail here).
     binned = [(report, _layer_histograms(report, limit)) for report in reports]
     names = dict(labels or {})
-    unsupported: list[str] = []
-    for logger in loggers:
+    split = loggers_taking(loggers, "histograms")
+    for logger in split.taking:
         kind, experiment = _kind(logger)
-        if kind is None or not _takes(kind, "histograms"):
-            _unsupported_name(logger, unsupported)
-            continue
         label = {report.name: names.get(report.name, report.name) for report, _ in binned}
         histograms: list[Histogram] = [
             (report.name, rest, layer_tag(logger, prefix, label[report.name], *rest), c, e, st)
@@ -460,7 +405,7 @@ def log_histograms(
                 merged_counts, merged_edges = _rebin(counts, edges, WANDB_MAX_BINS)
                 record[tag] = wandb.Histogram(np_histogram=(merged_counts, merged_edges))
             _wandb_log(logger, kind, record, step)
-    return unsupported
+    return split.skipped
 
 
 def log_scalars(
@@ -571,7 +516,7 @@ def log_layer_runs(
         for label, stats in values.items():
             writer = _layer_writer(experiment, prefix, label)
             for stat, value in stats.items():
-                tag = _with_logger_prefix(logger, join_tag(prefix, stat, separator=separator))
+                tag = logger_tag(logger, join_tag(prefix, stat, separator=separator))
                 writer.add_scalar(tag, float(value), global_step=step)
         _flush_layer_runs(experiment)
         if values:
@@ -588,15 +533,12 @@ def define_wandb_metrics(loggers: Sequence[Logger], keys: Sequence[str]) -> None
     """
     for logger in loggers:
         kind, experiment = _kind(logger)
-        if kind == "wandb_logger":
-            experiment = _experiment(logger)
-        if kind not in ("wandb_logger", "wandb_run") or experiment is None:
+        experiment = _experiment(logger) if kind == "wandb_logger" else experiment
+        if kind not in _WANDB_KINDS or experiment is None:
             continue
         experiment.define_metric("epoch")
         for key in keys:
-            experiment.define_metric(
-                _with_logger_prefix(logger, key), step_metric="epoch", step_sync=True
-            )
+            experiment.define_metric(logger_tag(logger, key), step_metric="epoch", step_sync=True)
 
 
 def log_wandb_charts(
@@ -720,39 +662,34 @@ def log_figure(loggers: Sequence[Logger], figure: Figure, *, tag: str, step: int
         raise ValueError(
             f"log_figure: expected `figure` to be a matplotlib Figure, got {type(figure).__name__}."
         )
-    unsupported: list[str] = []
+    split = loggers_taking(loggers, "images")
     image: np.ndarray | None = None
-    for logger in loggers:
+    for logger in split.taking:
         kind, experiment = _kind(logger)
-        if kind is None or not _takes(kind, "images"):
-            _unsupported_name(logger, unsupported)
-            continue
-        if kind == "mlflow" and not _mlflow_steps_images(
-            experiment, _with_logger_prefix(logger, tag)
-        ):
+        if kind == "mlflow" and not _mlflow_steps_images(experiment, logger_tag(logger, tag)):
             # Older MLflow (or no Pillow): the client saves the figure, an artifact per step.
             experiment.log_figure(
                 logger.run_id,  # type: ignore[attr-defined]
                 figure,
-                artifact_file=f"{_with_logger_prefix(logger, tag)}/step_{step:08d}.png",
+                artifact_file=f"{logger_tag(logger, tag)}/step_{step:08d}.png",
             )
             continue
         if image is None:
             image = _figure_to_rgb(figure)
         if kind == "tensorboard":
             experiment.add_image(
-                _with_logger_prefix(logger, tag), image, global_step=step, dataformats="HWC"
+                logger_tag(logger, tag), image, global_step=step, dataformats="HWC"
             )
         elif kind == "mlflow":
             # Time-stepped images: the run page's Images view, one slider per key.
             experiment.log_image(
                 logger.run_id,  # type: ignore[attr-defined]
                 image,
-                key=_with_logger_prefix(logger, tag),
+                key=logger_tag(logger, tag),
                 step=step,
             )
         else:
             import wandb
 
             _wandb_log(logger, kind, {tag: wandb.Image(image)}, step)
-    return unsupported
+    return split.skipped

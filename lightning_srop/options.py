@@ -17,7 +17,7 @@ import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal, TypeAlias, get_args
 
-from lightning_srop.functional.spectral_rolloff import _check_options
+from lightning_srop.functional.spectral_rolloff import DEFAULT_ROLL_PERCENT, _check_options
 from lightning_srop.layers import LayerChoice, normalize_layer_choice
 from lightning_srop.statistics import STATISTICS
 
@@ -228,7 +228,7 @@ class SROPOptions:
 
     layers: LayerChoice = None
     num_batches: int | None = 2
-    roll_percent: float = 0.85
+    roll_percent: float = DEFAULT_ROLL_PERCENT
     keep_dc: bool = False
     ndim: int | None = None
     unit: Unit = "layer"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 
 from lightning_srop.report import LayerReport, SROPReport, aligned_names
-from lightning_srop.transforms import history
+from lightning_srop.transforms import epoch_arrays, epoch_grid, history, short_names, unit_label
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SAVE_DPI",
     "compare",
+    "layer_colors",
     "plot_change_heatmap",
     "plot_heatmap",
     "plot_layer_profile",
@@ -36,7 +37,7 @@ __all__ = [
     "plot_reports",
     "plot_srop_over_epochs",
     "save_figure",
-    "short_names",
+    "short_names",  # from transforms: labels of the figures
     "unit_label",
 ]
 
@@ -47,12 +48,12 @@ _MEAN_COLOR: Final[str] = "tab:blue"
 _MEDIAN_COLOR: Final[str] = "tab:orange"
 _NO_DATA_COLOR: Final[str] = "tab:red"
 
-
 #: How to get matplotlib, for the error raised without it.
 _INSTALL_HINT: Final[str] = "pip install 'lightning-srop[plots]' (or matplotlib)"
 
 
-def _new_figure(width: float, height: float) -> Figure:
+def _new_figure(width: float, height: float, *, compact: bool = False) -> Figure:
+    """A constrained-layout figure; ``compact`` ones at 100 dpi (thumbnails)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as err:  # matplotlib is an optional dependency
@@ -61,7 +62,10 @@ def _new_figure(width: float, height: float) -> Figure:
             name="matplotlib",
         ) from err
 
-    return Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height), layout="constrained")
+    if compact:
+        figure.set_dpi(100)
+    return figure
 
 
 def _stat(report: LayerReport, key: str) -> float:
@@ -75,60 +79,6 @@ def _stat(report: LayerReport, key: str) -> float:
 
 def _srop_label(unit: str) -> str:
     return f"SROP ({unit})" if unit else "SROP"
-
-
-def unit_label(unit: str) -> str:
-    """The frequency unit of SROPs measured with ``unit`` (an option of
-    :class:`~lightning_srop.options.SROPOptions`), for axis labels and tables.
-
-    Examples:
-        >>> unit_label("input"), unit_label("layer")
-        ('cycles / input pixel', 'cycles / pixel')
-    """
-    return f"cycles / {'input pixel' if unit == 'input' else 'pixel'}"
-
-
-def short_names(names: Sequence[str], max_length: int = 16) -> list[str]:
-    """Layer names shortened for small labels, still telling the layers apart.
-
-    A name longer than ``max_length`` keeps its shortest tail of dotted components that no
-    other name ends with and that does not start with a number (``"model.backbone.conv1"`` ->
-    ``"…conv1"``, ``"model.layer1.0.conv1"`` -> ``"…layer1.0.conv1"``), marked with a leading
-    ``"…"``; a label still longer than ``max_length`` loses middle characters (``"…"``).
-    Names up to ``max_length`` come back unchanged.
-
-    Args:
-        names: qualified layer names.
-        max_length: longest label wanted (at least 5).
-
-    Returns:
-        One label per name, in order.
-
-    Examples:
-        >>> short_names(["features.0", "backbone.layer1.0.conv1", "backbone.layer2.0.conv1"])
-        ['features.0', '…layer1.0.conv1', '…layer2.0.conv1']
-        >>> short_names(["encoder.blocks.11.attention.output.dense"])
-        ['…dense']
-    """
-    max_length = max(5, int(max_length))
-    parts = [name.split(".") for name in names]
-    out: list[str] = []
-    for name, components in zip(names, parts, strict=True):
-        label = name
-        for keep in range(1, len(components) if len(name) > max_length else 0):
-            tail = components[-keep:]
-            if tail[0].isdigit():
-                continue  # "0.conv1" says less than "layer1.0.conv1"
-            clashes = sum(1 for other in parts if other[-keep:] == tail)
-            if clashes == 1:
-                label = "…" + ".".join(tail)
-                break
-        if len(label) > max_length:
-            head = (max_length - 1) // 2
-            label = label[:head] + "…" + label[-(max_length - 1 - head) :]
-            label = label.replace("……", "…")
-        out.append(label)
-    return out
 
 
 def plot_layer_profile(
@@ -179,31 +129,10 @@ def plot_layer_profile(
     mean, q25, median, q75 = (
         np.array([_stat(r, key) for r in ordered]) for key in ("mean", "q25", "median", "q75")
     )
-
     names = short_names([r.name for r in ordered]) if compact else [r.name for r in ordered]
-    longest = max(len(name) for name in names)
-    if compact:
-        width, height, rotate = 8.0, 4.5, n * (0.11 * longest + 0.3) > 7.0
-        figure = _new_figure(width, height)
-        figure.set_dpi(100)
-    else:
-        width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
-        # Horizontal labels while they fit side by side (about 0.085 in per character at 10 pt).
-        rotate = n * (0.085 * longest + 0.25) > width - 1.2
-        height = 4.2 + (min(0.06 * longest, 2.5) if rotate else 0.0)
-        figure = _new_figure(width, height)
+    figure, rotate = _profile_figure(n, max(len(name) for name in names), compact)
     ax = figure.add_subplot()
-
-    has_band = np.isfinite(q25) & np.isfinite(q75)
-    ax.fill_between(
-        x, q25, q75, where=has_band, color=_MEAN_COLOR, alpha=0.2, linewidth=0, label="25–75 %"
-    )
-    # A layer whose neighbours both lack a band would get a zero-width band: draw a bar there.
-    for i in np.flatnonzero(has_band):
-        left = i > 0 and has_band[i - 1]
-        right = i < n - 1 and has_band[i + 1]
-        if not (left or right):
-            ax.vlines(x[i], q25[i], q75[i], color=_MEAN_COLOR, alpha=0.35, linewidth=8)
+    _draw_band(ax, x, q25, q75)
     ax.plot(x, median, linestyle="--", color=_MEDIAN_COLOR, linewidth=1.5, label="median")
     ax.plot(x, mean, marker="o", markersize=5, color=_MEAN_COLOR, linewidth=2, label="mean")
     missing = ~np.isfinite(mean)
@@ -218,51 +147,88 @@ def plot_layer_profile(
             clip_on=False,
             label="no valid maps",
         )
+    _profile_ticks(ax, names, compact=compact, rotate=rotate)
+    finite = np.concatenate([a[np.isfinite(a)] for a in (mean, q25, median, q75)])
+    top = float(finite.max()) if finite.size else 0.0
+    ax.set_ylim(0.0, top * 1.1 if top > 0 else 1.0)
+    title = "SROP per layer" if title is None else title
+    _label_layer_axes(ax, _srop_label(unit), title, compact=compact)
+    ax.legend(loc="best", fontsize=12 if compact else "small")
+    return figure
 
-    ax.set_xticks(x, names)
+
+def _fits_side_by_side(n: int, longest: int, width: float) -> bool:
+    """Whether ``n`` horizontal tick labels of up to ``longest`` characters fit in a figure
+    ``width`` inches wide (about 0.085 in per character at 10 pt)."""
+    return n * (0.085 * longest + 0.25) <= width - 1.2
+
+
+def _profile_figure(n: int, longest: int, compact: bool) -> tuple[Figure, bool]:
+    """The layer profile's figure for ``n`` labels of up to ``longest`` characters, and whether
+    the labels must be rotated to fit."""
+    if compact:
+        return _new_figure(8.0, 4.5, compact=True), n * (0.11 * longest + 0.3) > 7.0
+    width = float(np.clip(2.0 + 0.38 * n, 6.0, 24.0))
+    rotate = not _fits_side_by_side(n, longest, width)
+    return _new_figure(width, 4.2 + (min(0.06 * longest, 2.5) if rotate else 0.0)), rotate
+
+
+def _draw_band(ax: Axes, x: np.ndarray, q25: np.ndarray, q75: np.ndarray) -> None:
+    """The 25–75 % band; a layer whose neighbours both lack a band (it would get a zero-width
+    band) gets a vertical bar instead."""
+    has_band = np.isfinite(q25) & np.isfinite(q75)
+    ax.fill_between(
+        x, q25, q75, where=has_band, color=_MEAN_COLOR, alpha=0.2, linewidth=0, label="25–75 %"
+    )
+    for i in np.flatnonzero(has_band):
+        left = i > 0 and has_band[i - 1]
+        right = i < len(x) - 1 and has_band[i + 1]
+        if not (left or right):
+            ax.vlines(x[i], q25[i], q75[i], color=_MEAN_COLOR, alpha=0.35, linewidth=8)
+
+
+def _rotate_ticks(ax: Axes, rotation: float) -> None:
+    """Rotate the x tick labels, each anchored by its right end under its tick."""
+    ax.tick_params(axis="x", labelrotation=rotation)
+    for tick in ax.get_xticklabels():
+        tick.set_horizontalalignment("right")
+        tick.set_rotation_mode("anchor")
+
+
+def _profile_ticks(ax: Axes, names: Sequence[str], *, compact: bool, rotate: bool) -> None:
+    """One x tick per layer (at most 12 labels shown when ``compact``), rotated if asked."""
+    n = len(names)
+    ax.set_xticks(np.arange(n, dtype=np.float64), names)
     if compact:
         every = math.ceil(n / 12)
         for position, tick in enumerate(ax.get_xticklabels()):
             tick.set_visible(position % every == 0 or position == n - 1)
         ax.tick_params(labelsize=13)
     if rotate:
-        ax.tick_params(axis="x", labelrotation=35 if compact else 60 if n <= 30 else 90)
-        for label in ax.get_xticklabels():
-            label.set_horizontalalignment("right")
-            label.set_rotation_mode("anchor")
+        _rotate_ticks(ax, 35 if compact else 60 if n <= 30 else 90)
     if n > 40 and not compact:
         ax.tick_params(axis="x", labelsize=7)
     ax.set_xlim(-0.5, n - 0.5)
-    finite = np.concatenate([a[np.isfinite(a)] for a in (mean, q25, median, q75)])
-    top = float(finite.max()) if finite.size else 0.0
-    ax.set_ylim(0.0, top * 1.1 if top > 0 else 1.0)
+
+
+def _label_layer_axes(ax: Axes, ylabel: str, title: str, *, compact: bool = False) -> None:
+    """Axis labels, title and grid of a per-layer axes (layers in forward order along x)."""
     ax.set_xlabel("layer (forward order)", fontsize=14 if compact else None)
-    ax.set_ylabel(_srop_label(unit), fontsize=14 if compact else None)
-    ax.set_title("SROP per layer" if title is None else title, fontsize=16 if compact else None)
+    ax.set_ylabel(ylabel, fontsize=14 if compact else None)
+    ax.set_title(title, fontsize=16 if compact else None)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="best", fontsize=12 if compact else "small")
-    return figure
 
 
-def _sorted_curve(points: Sequence[tuple[int, float]], where: str) -> tuple[np.ndarray, np.ndarray]:
-    """Points sorted by epoch, non-finite values as NaN (gaps)."""
-    pairs: list[tuple[float, float]] = []
-    for point in points:
-        try:
-            epoch, value = point
-            pairs.append((float(epoch), float(value)))
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"{where}: expected (epoch, value) pairs of numbers, got {point!r}."
-            ) from None
-    pairs.sort(key=lambda p: p[0])
-    epochs = np.array([p[0] for p in pairs], dtype=np.float64)
-    values = np.array([p[1] if math.isfinite(p[1]) else math.nan for p in pairs], dtype=np.float64)
-    return epochs, values
+def layer_colors(n: int) -> list[tuple[float, float, float, float]]:
+    """``n`` RGBA colours, shallow to deep: tab10 for up to 10 layers, else viridis.
 
+    The colours of :func:`plot_srop_over_epochs` and :func:`plot_reports`, for figures drawn
+    beside them.
 
-def _layer_colors(n: int) -> list[tuple[float, float, float, float]]:
-    """Shallow-to-deep colours: tab10 for a few layers, a sequential map for many."""
+    Examples:
+        >>> len(layer_colors(3)), len(layer_colors(12)[0])
+        (3, 4)
+    """
     from matplotlib import colormaps
 
     if n <= 10:
@@ -307,27 +273,14 @@ def plot_srop_over_epochs(
         raise ValueError(
             "plot_srop_over_epochs: expected at least one layer in `history`, got none."
         )
-    curves = {
-        str(name): _sorted_curve(points, f"plot_srop_over_epochs: history[{name!r}]")
-        for name, points in history.items()
-    }
+    curves = _curves(history, "plot_srop_over_epochs")
     n = len(curves)
     legend_cols = 1 if n <= 12 else 2 if n <= 30 else 3
-    legend_width = 1.9 * legend_cols
-    srop_width, acc_width = 6.0, 4.5
-    if compact:
-        srop_width, legend_width = 8.0, 0.0
-    width = srop_width + legend_width + (acc_width if accuracy is not None else 0.0)
-    figure = _new_figure(width, 4.5)
-    if compact:
-        figure.set_dpi(100)
-    if accuracy is not None:
-        srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, acc_width])
-    else:
-        srop_ax, acc_ax = figure.add_subplot(), None
-
+    figure, srop_ax, acc_ax = _epochs_figure(
+        0.0 if compact else 1.9 * legend_cols, accuracy is not None, compact
+    )
     many_points = max((e.size for e, _ in curves.values()), default=0) > 30
-    for (name, (epochs, values)), color in zip(curves.items(), _layer_colors(n), strict=True):
+    for (name, (epochs, values)), color in zip(curves.items(), layer_colors(n), strict=True):
         srop_ax.plot(
             epochs,
             values,
@@ -340,39 +293,66 @@ def plot_srop_over_epochs(
     _decorate_epochs(srop_ax)
     srop_ax.set_ylim(bottom=0.0)
     srop_ax.set_ylabel(_srop_label(unit))
-    default_title = "SROP over training"
-    own_title = default_title if title is None else title
+    own_title = "SROP over training" if title is None else title
     srop_ax.set_title("mean SROP per layer" if acc_ax is not None else own_title)
-    if compact:
-        srop_ax.title.set_fontsize(16)
-        for axis_label in (srop_ax.xaxis.label, srop_ax.yaxis.label):
-            axis_label.set_fontsize(14)
-        srop_ax.tick_params(labelsize=13)
-        srop_ax.legend(
-            title="shallow → deep",
-            loc="lower left",
-            fontsize=11 if n <= 8 else 8,
-            ncols=1 if n <= 8 else 3,
-            framealpha=0.8,
-        )
-    else:
-        # A figure legend outside on the right: constrained layout makes room for it.
-        figure.legend(
-            *srop_ax.get_legend_handles_labels(),
-            title="layer (shallow → deep)",
-            loc="outside right upper",
-            fontsize="small",
-            ncols=legend_cols,
-        )
-
+    _epochs_legend(figure, srop_ax, n, legend_cols, compact)
     if acc_ax is not None and accuracy is not None:
-        epochs, values = _sorted_curve(accuracy, "plot_srop_over_epochs: accuracy")
+        epochs, values = epoch_arrays(accuracy, "plot_srop_over_epochs: accuracy")
         acc_ax.plot(epochs, values, marker="o", markersize=4, color="black", linewidth=1.6)
         _decorate_epochs(acc_ax)
         acc_ax.set_ylabel("accuracy")
         acc_ax.set_title("accuracy")
         figure.suptitle(own_title)
     return figure
+
+
+def _curves(
+    history: Mapping[str, Sequence[tuple[int, float]]], where: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each layer's points as sorted ``(epochs, values)`` arrays, in the mapping's order."""
+    return {
+        str(name): epoch_arrays(points, f"{where}: history[{name!r}]")
+        for name, points in history.items()
+    }
+
+
+def _epochs_figure(
+    legend_width: float, with_accuracy: bool, compact: bool
+) -> tuple[Figure, Axes, Axes | None]:
+    """The figure of :func:`plot_srop_over_epochs`: the SROP axes, room for a legend on its
+    right, and the accuracy axes when asked for."""
+    srop_width, acc_width = (8.0 if compact else 6.0), 4.5
+    width = srop_width + legend_width + (acc_width if with_accuracy else 0.0)
+    figure = _new_figure(width, 4.5, compact=compact)
+    if with_accuracy:
+        srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[srop_width, acc_width])
+        return figure, srop_ax, acc_ax
+    return figure, figure.add_subplot(), None
+
+
+def _epochs_legend(figure: Figure, ax: Axes, n: int, legend_cols: int, compact: bool) -> None:
+    """The layers' legend: inside the axes with large fonts when ``compact``, else outside on
+    the right of the figure (constrained layout makes room for it)."""
+    if compact:
+        ax.title.set_fontsize(16)
+        for axis_label in (ax.xaxis.label, ax.yaxis.label):
+            axis_label.set_fontsize(14)
+        ax.tick_params(labelsize=13)
+        ax.legend(
+            title="shallow → deep",
+            loc="lower left",
+            fontsize=11 if n <= 8 else 8,
+            ncols=1 if n <= 8 else 3,
+            framealpha=0.8,
+        )
+        return
+    figure.legend(
+        *ax.get_legend_handles_labels(),
+        title="layer (shallow → deep)",
+        loc="outside right upper",
+        fontsize="small",
+        ncols=legend_cols,
+    )
 
 
 def plot_heatmap(
@@ -410,23 +390,14 @@ def plot_heatmap(
     """
     if len(history) == 0:
         raise ValueError("plot_heatmap: expected at least one layer in `history`, got none.")
-    curves = {
-        str(name): _sorted_curve(points, f"plot_heatmap: history[{name!r}]")
-        for name, points in history.items()
-    }
-    epochs = sorted({int(e) for xs, _ in curves.values() for e in xs})
-    column = {e: i for i, e in enumerate(epochs)}
-    grid = np.full((len(curves), max(len(epochs), 1)), np.nan)
-    for row, (xs, ys) in enumerate(curves.values()):
-        for e, v in zip(xs, ys, strict=True):
-            grid[row, column[int(e)]] = v
+    curves = _curves(history, "plot_heatmap")
+    epochs, grid = epoch_grid(curves)
     finite = np.abs(grid[np.isfinite(grid)])
     limit = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
     n = len(curves)
     names = short_names(list(curves)) if compact else list(curves)
     if compact:
-        figure = _new_figure(4.5, 4.5)
-        figure.set_dpi(100)
+        figure = _new_figure(4.5, 4.5, compact=True)
     else:
         longest = max(len(name) for name in names)
         figure = _new_figure(
@@ -436,27 +407,16 @@ def plot_heatmap(
     ax = figure.add_subplot()
     from matplotlib import colormaps
 
-    cmap = colormaps["RdBu_r"].with_extremes(bad="0.8")
     image = ax.imshow(
         grid,
-        cmap=cmap,
+        cmap=colormaps["RdBu_r"].with_extremes(bad="0.8"),
         vmin=-limit,
         vmax=limit,
         aspect="auto",
         interpolation="nearest",
         extent=(-0.5, len(epochs) - 0.5, n - 0.5, -0.5),
     )
-    big = 14 if compact else None
-    ax.set_yticks(
-        np.arange(n), names, fontsize=(12 if n <= 12 else 9 if n <= 20 else 7) if compact else None
-    )
-    ticks = np.arange(len(epochs))
-    every = max(1, -(-len(epochs) // (8 if compact else 20)))
-    ax.set_xticks(ticks[::every], [str(e) for e in epochs][::every])
-    if compact:
-        ax.tick_params(axis="x", labelsize=12)
-    ax.set_xlabel("epoch", fontsize=big)
-    ax.set_ylabel("layer (shallow → deep)", fontsize=big)
+    _heatmap_ticks(ax, names, epochs, compact)
     ax.set_title(
         "SROP change since initialization" if title is None else title,
         fontsize=14 if compact else None,
@@ -466,6 +426,21 @@ def plot_heatmap(
     if compact:
         bar.ax.tick_params(labelsize=11)
     return figure
+
+
+def _heatmap_ticks(ax: Axes, names: Sequence[str], epochs: Sequence[int], compact: bool) -> None:
+    """Layer names down the rows, at most 20 (8 when ``compact``) epoch labels along x."""
+    n = len(names)
+    ax.set_yticks(
+        np.arange(n), names, fontsize=(12 if n <= 12 else 9 if n <= 20 else 7) if compact else None
+    )
+    ticks = np.arange(len(epochs))
+    every = max(1, -(-len(epochs) // (8 if compact else 20)))
+    ax.set_xticks(ticks[::every], [str(e) for e in epochs][::every])
+    if compact:
+        ax.tick_params(axis="x", labelsize=12)
+    ax.set_xlabel("epoch", fontsize=14 if compact else None)
+    ax.set_ylabel("layer (shallow → deep)", fontsize=14 if compact else None)
 
 
 def plot_change_heatmap(
@@ -581,28 +556,19 @@ def plot_reports(
     Raises:
         ValueError: no report, a label count that does not match, or an impossible unit.
     """
-    where = "plot_reports"
-    if len(reports) == 0:
-        raise ValueError(f"{where}: expected at least one report, got none.")
-    if labels is not None and len(labels) != len(reports):
-        raise ValueError(
-            f"{where}: expected one label per report ({len(reports)}), got {len(labels)}."
-        )
-    if unit not in ("layer", "input"):
-        raise ValueError(f"{where}: expected `unit` to be one of 'layer', 'input'; got {unit!r}.")
+    _check_reports(reports, labels, unit)
     names = aligned_names(reports)
     if labels is None:
         labels = [r.label or r.model or f"report {i}" for i, r in enumerate(reports)]
+    longest = max((len(n) for n in names), default=1)
     if ax is None:
-        longest = max((len(n) for n in names), default=1)
         width = float(np.clip(2.5 + 0.38 * len(names), 6.0, 24.0))
         figure = _new_figure(width, 4.4 + min(0.06 * longest, 2.5))
         ax = figure.add_subplot()
     else:
         figure = ax.figure  # type: ignore[assignment]
     x = np.arange(len(names), dtype=np.float64)
-    colors = _layer_colors(len(reports))
-    for report, label, color in zip(reports, labels, colors, strict=True):
+    for report, label, color in zip(reports, labels, layer_colors(len(reports)), strict=True):
         mean = report.values("mean", unit)
         y = np.array([mean.get(n, math.nan) for n in names])
         if quartiles:
@@ -614,26 +580,31 @@ def plot_reports(
             ax.fill_between(x, lo, hi, where=band, color=color, alpha=0.15, linewidth=0)
         ax.plot(x, y, marker="o", markersize=4, linewidth=1.8, color=color, label=str(label))
     ax.set_xticks(x, names)
-    # Horizontal labels only while they fit side by side (about 0.085 in per character).
-    longest = max((len(n) for n in names), default=1)
-    fits = len(names) * (0.085 * longest + 0.25) <= figure.get_figwidth() - 1.2
-    if not fits:
-        ax.tick_params(axis="x", labelrotation=60 if len(names) <= 30 else 90)
-        for tick in ax.get_xticklabels():
-            tick.set_horizontalalignment("right")
-            tick.set_rotation_mode("anchor")
+    if not _fits_side_by_side(len(names), longest, figure.get_figwidth()):
+        _rotate_ticks(ax, 60 if len(names) <= 30 else 90)
     ax.set_xlim(-0.5, len(names) - 0.5)
     if log:
         ax.set_yscale("log")
     else:
         ax.set_ylim(bottom=0.0)
-    ax.set_xlabel("layer (forward order)")
-    ax.set_ylabel(f"{'log ' if log else ''}mean SROP ({unit_label(unit)})")
-    ax.set_title("SROP per layer" if title is None else title)
-    ax.grid(axis="y", alpha=0.3)
+    ylabel = f"{'log ' if log else ''}mean SROP ({unit_label(unit)})"
+    _label_layer_axes(ax, ylabel, "SROP per layer" if title is None else title)
     if len(reports) > 1 or quartiles:
         ax.legend(loc="best", fontsize="small")
     return figure
+
+
+def _check_reports(reports: Sequence[SROPReport], labels: Sequence[str] | None, unit: str) -> None:
+    """:func:`plot_reports`' argument checks."""
+    where = "plot_reports"
+    if len(reports) == 0:
+        raise ValueError(f"{where}: expected at least one report, got none.")
+    if labels is not None and len(labels) != len(reports):
+        raise ValueError(
+            f"{where}: expected one label per report ({len(reports)}), got {len(labels)}."
+        )
+    if unit not in ("layer", "input"):
+        raise ValueError(f"{where}: expected `unit` to be one of 'layer', 'input'; got {unit!r}.")
 
 
 def compare(

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHANGE",
+    "CSV_NAN",
     "HISTOGRAMS_GROUP",
     "PER_MAP_TAG",
     "PER_SAMPLE_SUFFIX",
@@ -51,6 +52,17 @@ __all__ = [
 #: Version of the JSON layout written by :meth:`SROPReport.to_json`.
 REPORT_FORMAT: Final[int] = 1
 
+#: How :func:`write_csv` writes a NaN cell (``float()``, pandas and spreadsheets read it back as
+#: NaN; an empty cell stays for "no value", e.g. an unknown epoch).
+CSV_NAN: Final[str] = "nan"
+
+
+def _csv_cell(value: Any) -> Any:
+    """A float NaN as :data:`CSV_NAN`; anything else as the ``csv`` module writes it."""
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return CSV_NAN
+    return value
+
 
 def write_csv(
     path_or_file: str | os.PathLike[str] | IO[str] | None,
@@ -60,8 +72,8 @@ def write_csv(
     """The package's one CSV writer: a header of ``columns``, then one line per row.
 
     A row is a mapping (cells looked up by column, missing ones empty) or a sequence of cells in
-    column order. Floats are written at full precision (``repr``; NaN as ``nan``), lines end
-    with a newline (``"\\n"``).
+    column order. Floats are written at full precision (``repr``; NaN as :data:`CSV_NAN`,
+    ``nan``, in every CSV the package writes), lines end with a newline (``"\\n"``).
 
     Args:
         path_or_file: a path to write the text to, an open text file to write it into, or
@@ -73,20 +85,18 @@ def write_csv(
         The CSV text.
 
     Examples:
-        >>> print(write_csv(None, [{"layer": "conv", "mean": 0.25}, ["pool", 0.5]],
+        >>> print(write_csv(None, [{"layer": "conv", "mean": 0.25}, ["pool", float("nan")]],
         ...                 ["layer", "mean", "note"]), end="")
         layer,mean,note
         conv,0.25,
-        pool,0.5
+        pool,nan
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        if isinstance(row, Mapping):
-            writer.writerow([row.get(column, "") for column in columns])
-        else:
-            writer.writerow(row)
+        cells = [row.get(column, "") for column in columns] if isinstance(row, Mapping) else row
+        writer.writerow([_csv_cell(cell) for cell in cells])
     text = buffer.getvalue()
     if path_or_file is None:
         pass

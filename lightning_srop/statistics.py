@@ -16,6 +16,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_srop.functional.spectral_rolloff import (
+    DEFAULT_ROLL_PERCENT,
     MAX_RADIUS_1D,
     MAX_RADIUS_2D,
     RolloffResult,
@@ -169,7 +170,7 @@ class SROPStatistics(Metric):
 
     def __init__(
         self,
-        roll_percent: float = 0.85,
+        roll_percent: float = DEFAULT_ROLL_PERCENT,
         *,
         ndim: int = 2,
         keep_dc: bool = False,

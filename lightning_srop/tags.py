@@ -12,7 +12,9 @@ the logger's ``group_separator``.
 
 The writers (:mod:`lightning_srop.loggers`, the callback) and the reader
 (:mod:`lightning_srop.runs`) use only the names and functions here: a change to the scheme is
-made once, on both sides. Pure string and path work: no torch, no logger.
+made once, on both sides. Pure string and path work: no torch, no logger class (a logger's
+``group_separator`` and ``prefix`` are read off the object by :func:`layer_tag` and
+:func:`logger_tag`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,15 @@ __all__ = [
     "REPORTS_GROUP",
     "SEPARATOR",
     "depth_labels",
+    "group_separator",
     "histogram_key",
     "join_tag",
     "layer_run_dir",
     "layer_run_histogram_tag",
     "layer_run_key",
+    "layer_tag",
     "logger_prefix_splits",
+    "logger_tag",
     "scalar_key",
     "split_depth_label",
     "tag_rest",
@@ -127,6 +132,40 @@ def layer_run_histogram_tag(prefix: str, kind: str, separator: str = SEPARATOR) 
 def with_logger_prefix(tag: str, logger_prefix: str, join: str = LOGGER_JOIN) -> str:
     """``tag`` as a logger with its own ``prefix`` argument names it: ``{logger_prefix}-{tag}``."""
     return f"{logger_prefix}{join}{tag}" if logger_prefix else tag
+
+
+def group_separator(logger: object) -> str:
+    """The logger's ``group_separator`` (Lightning's loggers: ``"/"``), ``"/"`` if it has none."""
+    separator = getattr(logger, "group_separator", SEPARATOR)
+    return separator if isinstance(separator, str) and separator else SEPARATOR
+
+
+def layer_tag(logger: object, prefix: str, label: str, *rest: str) -> str:
+    """``{prefix}{sep}{label}[{sep}{rest}...]`` joined with the logger's ``group_separator``.
+
+    Examples:
+        >>> layer_tag(None, "srop", "00-features.0", "mean")
+        'srop/00-features.0/mean'
+    """
+    return join_tag(prefix, label, *rest, separator=group_separator(logger))
+
+
+def logger_tag(logger: object, tag: str) -> str:
+    """``tag`` as the logger's own ``log_metrics`` names it: its ``prefix`` argument (Lightning
+    keeps it in ``_prefix``) joined by its ``LOGGER_JOIN_CHAR`` in front
+    (:func:`with_logger_prefix`).
+
+    Examples:
+        >>> class Prefixed:
+        ...     _prefix, LOGGER_JOIN_CHAR = "run1", "-"
+        >>> logger_tag(Prefixed(), "srop/layer_profile"), logger_tag(None, "srop/a")
+        ('run1-srop/layer_profile', 'srop/a')
+    """
+    logger_prefix = getattr(logger, "_prefix", "")
+    join = getattr(logger, "LOGGER_JOIN_CHAR", LOGGER_JOIN)
+    if isinstance(logger_prefix, str) and isinstance(join, str):
+        return with_logger_prefix(tag, logger_prefix, join)
+    return tag
 
 
 def logger_prefix_splits(prefix: str) -> list[tuple[str, str]]:

@@ -11,8 +11,11 @@ one CSV writer.
   :func:`display_bins` (bins that read well, exactly), :func:`histogram_statistics` (what a
   logged histogram tells of its values) and :func:`common_grid` (several histograms on one
   grid).
-- **Curves and tables**: :func:`history` (each layer's statistic over a run) and
+- **Curves and tables**: :func:`history` (each layer's statistic over a run),
+  :func:`epoch_arrays` and :func:`epoch_grid` (curves as arrays, ready to draw) and
   :func:`to_csv` (a row per report and layer).
+- **Labels**: :func:`unit_label` (the frequency unit of SROPs) and :func:`short_names` (layer
+  names shortened for small labels).
 """
 
 from __future__ import annotations
@@ -35,11 +38,15 @@ __all__ = [
     "RUN_CSV_LEAD",
     "common_grid",
     "display_bins",
+    "epoch_arrays",
+    "epoch_grid",
     "histogram_statistics",
     "history",
     "rebin",
+    "short_names",
     "to_csv",
     "trim_empty_bins",
+    "unit_label",
 ]
 
 #: Default most bins of a logged histogram (see :func:`display_bins`; the callback's
@@ -402,6 +409,64 @@ def history(
     return {name: points for name, points in curves.items() if points or not skip_missing}
 
 
+def epoch_arrays(
+    points: Sequence[tuple[int, float]], where: str = "epoch_arrays"
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(epoch, value)`` points as two float64 arrays sorted by epoch, non-finite values as
+    NaN (gaps in a line).
+
+    Args:
+        points: one curve of :func:`history`, in any epoch order.
+        where: what to name in the error (the caller and its argument).
+
+    Returns:
+        The epochs and the values.
+
+    Raises:
+        ValueError: a point is not a pair of numbers.
+
+    Examples:
+        >>> epoch_arrays([(1, 0.2), (0, float("inf"))])
+        (array([0., 1.]), array([nan, 0.2]))
+    """
+    pairs: list[tuple[float, float]] = []
+    for point in points:
+        try:
+            epoch, value = point
+            pairs.append((float(epoch), float(value)))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{where}: expected (epoch, value) pairs of numbers, got {point!r}."
+            ) from None
+    pairs.sort(key=lambda p: p[0])
+    epochs = np.array([p[0] for p in pairs], dtype=np.float64)
+    values = np.array([p[1] if math.isfinite(p[1]) else math.nan for p in pairs], dtype=np.float64)
+    return epochs, values
+
+
+def epoch_grid(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[list[int], np.ndarray]:
+    """Curves of :func:`epoch_arrays` as one layer x epoch grid.
+
+    Returns:
+        The epochs of any curve, in order, and the grid: a row per curve in the mapping's
+        order, a column per epoch (at least one), NaN where a curve has no value.
+
+    Examples:
+        >>> epochs, grid = epoch_grid({"a": epoch_arrays([(0, 1.0)]), "b": epoch_arrays([(2, 3.0)])})
+        >>> epochs, grid.tolist()
+        ([0, 2], [[1.0, nan], [nan, 3.0]])
+    """
+    epochs = sorted({int(e) for xs, _ in curves.values() for e in xs})
+    column = {e: i for i, e in enumerate(epochs)}
+    grid = np.full((len(curves), max(len(epochs), 1)), np.nan)
+    for row, (xs, ys) in enumerate(curves.values()):
+        for e, v in zip(xs, ys, strict=True):
+            grid[row, column[int(e)]] = v
+    return epochs, grid
+
+
 def to_csv(reports: Sequence[SROPReport], path: str | os.PathLike[str] | None = None) -> str:
     """One long table of a run: a row per report and layer.
 
@@ -439,3 +504,62 @@ def to_csv(reports: Sequence[SROPReport], path: str | os.PathLike[str] | None = 
             columns += [k for k in layer.extra if k not in columns]
             rows.append(row)
     return write_csv(path, rows, columns)
+
+
+# ------------------------------------------------------------------------------------------
+# Labels
+# ------------------------------------------------------------------------------------------
+
+
+def unit_label(unit: str) -> str:
+    """The frequency unit of SROPs measured with ``unit`` (an option of
+    :class:`~lightning_srop.options.SROPOptions`), for axis labels and tables.
+
+    Examples:
+        >>> unit_label("input"), unit_label("layer")
+        ('cycles / input pixel', 'cycles / pixel')
+    """
+    return f"cycles / {'input pixel' if unit == 'input' else 'pixel'}"
+
+
+def short_names(names: Sequence[str], max_length: int = 16) -> list[str]:
+    """Layer names shortened for small labels, still telling the layers apart.
+
+    A name longer than ``max_length`` keeps its shortest tail of dotted components that no
+    other name ends with and that does not start with a number (``"model.backbone.conv1"`` ->
+    ``"…conv1"``, ``"model.layer1.0.conv1"`` -> ``"…layer1.0.conv1"``), marked with a leading
+    ``"…"``; a label still longer than ``max_length`` loses middle characters (``"…"``).
+    Names up to ``max_length`` come back unchanged.
+
+    Args:
+        names: qualified layer names.
+        max_length: longest label wanted (at least 5).
+
+    Returns:
+        One label per name, in order.
+
+    Examples:
+        >>> short_names(["features.0", "backbone.layer1.0.conv1", "backbone.layer2.0.conv1"])
+        ['features.0', '…layer1.0.conv1', '…layer2.0.conv1']
+        >>> short_names(["encoder.blocks.11.attention.output.dense"])
+        ['…dense']
+    """
+    max_length = max(5, int(max_length))
+    parts = [name.split(".") for name in names]
+    out: list[str] = []
+    for name, components in zip(names, parts, strict=True):
+        label = name
+        for keep in range(1, len(components) if len(name) > max_length else 0):
+            tail = components[-keep:]
+            if tail[0].isdigit():
+                continue  # "0.conv1" says less than "layer1.0.conv1"
+            clashes = sum(1 for other in parts if other[-keep:] == tail)
+            if clashes == 1:
+                label = "…" + ".".join(tail)
+                break
+        if len(label) > max_length:
+            head = (max_length - 1) // 2
+            label = label[:head] + "…" + label[-(max_length - 1 - head) :]
+            label = label.replace("……", "…")
+        out.append(label)
+    return out

@@ -74,11 +74,11 @@ def draw(history: dict[str, list[tuple[int, float]]], accuracy: list[tuple[int, 
     """Two panels side by side, fonts sized for a page or a phone."""
     from matplotlib.figure import Figure
 
-    from lightning_srop.plots import _layer_colors
+    from lightning_srop.plots import layer_colors
 
     figure = Figure(figsize=(9.0, 4.6), dpi=150, layout="constrained")
     srop_ax, acc_ax = figure.subplots(1, 2, width_ratios=[1.35, 1.0])
-    colors = _layer_colors(len(history))
+    colors = layer_colors(len(history))
     for (name, points), color in zip(history.items(), colors, strict=True):
         epochs, values = zip(*sorted(points), strict=True)
         label = name.removeprefix("features.")

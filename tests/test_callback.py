@@ -285,21 +285,11 @@ def test_unit_input_and_extra_stats(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_wandb_offline_records_scalars_and_histograms(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_wandb_offline_records_scalars_and_histograms(wandb_offline: Path) -> None:
+    tmp_path = wandb_offline
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    for key, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(tmp_path),
-        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-    }.items():
-        monkeypatch.setenv(key, value)
     recorder = WeightRecorder()
     cb = SROPCallback(layers=r"^features\.(0|3)$", ordered_tags=True)
     logger = WandbLogger(

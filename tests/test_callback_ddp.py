@@ -86,6 +86,7 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_process_ddp_merge_equals_one_process_over_the_union(tmp_path: Path) -> None:
     run_two_processes(_worker, str(tmp_path), seconds=240)
     results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
@@ -200,6 +201,7 @@ def _fit_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_process_ddp_fit_logs_without_sync_dist_advice(tmp_path: Path) -> None:
     run_two_processes(_fit_worker, str(tmp_path), seconds=240)
     results = [torch.load(tmp_path / f"fit{r}.pt", weights_only=False) for r in range(2)]

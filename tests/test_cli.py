@@ -404,6 +404,36 @@ def test_compare_two_reports_to_png_and_csv(
     assert float(pool[1]) == pytest.approx(noise["1"].stats["mean"] / 2)
 
 
+def test_compare_csv_writes_nan_as_every_csv_does(tmp_path: Path) -> None:
+    """A layer only one report has: its missing mean is ``nan`` (report.CSV_NAN), as in
+    ``report.csv``/``srop.csv``, and pandas reads it back as NaN."""
+    import math
+
+    import pandas as pd
+
+    from lightning_srop.report import CSV_NAN
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 1, 16, 16)
+    short = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2))
+    long = nn.Sequential(*short, nn.Conv2d(4, 4, 3))
+    (tmp_path / "short").mkdir()
+    (tmp_path / "long").mkdir()
+    profile(short, x).to_json(tmp_path / "short" / "report.json")
+    profile(long, x).to_json(tmp_path / "long" / "report.json")
+    out = tmp_path / "cmp"
+    paths = [str(tmp_path / "short" / "report.json"), str(tmp_path / "long" / "report.json")]
+    assert main(["compare", *paths, "--out", str(out)]) == 0
+    with (out / "compare.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["layer", "short", "long"]
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    assert rows[3][1] == CSV_NAN == "nan" and math.isnan(float(rows[3][1]))
+    assert all(math.isfinite(float(cell)) for row in rows[1:] for cell in row[2:])
+    table = pd.read_csv(out / "compare.csv", dtype={"layer": str}).set_index("layer")
+    assert math.isnan(table.loc["2", "short"]) and not table["long"].isna().any()
+
+
 def test_compare_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     a, b, _, _ = _saved_reports(tmp_path)
     line = _error_line(capsys, ["compare", str(a), str(b), "--labels", "only-one"])

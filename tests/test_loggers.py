@@ -393,18 +393,6 @@ def _wandb_history(save_dir: Path, timeout: float = 30.0) -> list[dict[str, Any]
     return rows
 
 
-@pytest.fixture
-def wandb_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    pytest.importorskip("wandb")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_CONSOLE", "off")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "config"))
-    return tmp_path
-
-
 def _wandb_settings() -> Any:
     import wandb
 

@@ -201,6 +201,7 @@ def _site_without(tmp_path: Path, hidden: set[str]) -> Path:
     return site
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("kind", "hidden"),
     [("default", NOT_IN_BASE | TENSORBOARD), ("tensorboard", NOT_IN_BASE)],

@@ -96,6 +96,7 @@ def test_short_spellings() -> None:
     assert mnist.normalize_args(["fit", "--data", "x.Y"]) == ["fit", "--data", "x.Y"]
 
 
+@pytest.mark.slow
 def test_mnist_recipe_digits_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "run"
     cli = mnist.main(["--config", str(CONFIGS / "mnist.yaml"), *_tiny_trainer_args(root)])
@@ -175,12 +176,8 @@ def test_mnist_recipe_says_once_when_fewer_batches_are_measured(tmp_path: Path) 
     assert callback.last_report.num_batches == 1
 
 
-def test_mnist_recipe_wandb_config(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+def test_mnist_recipe_wandb_config(wandb_offline: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path = wandb_offline
     root = tmp_path / "run"
     cli = mnist.main(
         [
@@ -324,6 +321,7 @@ def _imagenet_args(root: Path, data: Path, arch: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["resnet18", "resnet18_blurpool"])
 def test_imagenet_recipe_fit(
     tmp_path: Path, image_folder: Path, arch: str, capsys: pytest.CaptureFixture[str]

@@ -300,19 +300,11 @@ def test_compact_profile_is_legible_at_thumbnail_size() -> None:
 # ------------------------------------------------------------------------------------------
 
 
-def test_wandb_charts_and_epoch_axis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_charts_and_epoch_axis(wandb_offline: Path) -> None:
+    tmp_path = wandb_offline
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    for key, value in {
-        "WANDB_MODE": "offline",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(tmp_path),
-        "WANDB_CACHE_DIR": str(tmp_path / "cache"),
-        "WANDB_CONFIG_DIR": str(tmp_path / "config"),
-    }.items():
-        monkeypatch.setenv(key, value)
     logger = WandbLogger(
         offline=True,
         save_dir=str(tmp_path),

@@ -103,11 +103,9 @@ def _profile_command(args: Profile, options: SROPOptions) -> int:
 # compare and export; their CSV file and their table
 
 
-def _number(value: float, digits: int | None = None) -> str:
-    """A CSV cell (full precision) or, with ``digits``, a table cell; NaN as empty."""
-    if math.isnan(value):
-        return ""
-    return repr(float(value)) if digits is None else f"{value:.{digits}f}"
+def _number(value: float, digits: int) -> str:
+    """A table cell: ``value`` with ``digits`` decimals, NaN as empty."""
+    return "" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def _unique(labels: Sequence[str]) -> list[str]:
@@ -172,7 +170,7 @@ def _compare_command(args: Compare) -> int:
     out.mkdir(parents=True, exist_ok=True)
     png = save_figure(figure, out / "compare.png")
     header = ["layer", *labels]
-    rows = [[name, *(_number(c.get(name, math.nan)) for c in columns)] for name in names]
+    rows = [[name, *(float(c.get(name, math.nan)) for c in columns)] for name in names]
     csv_path = out / "compare.csv"
     write_csv(csv_path, rows, header)
     print(f"mean SROP ({unit_label(args.unit)})")

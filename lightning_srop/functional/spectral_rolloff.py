@@ -42,6 +42,7 @@ from lightning_srop.notices import SROPWarning
 __all__ = [
     "DEFAULT_MAX_CHUNK_BYTES",
     "DEFAULT_PLAN_CACHE_BYTES",
+    "DEFAULT_ROLL_PERCENT",
     "MAX_RADIUS_1D",
     "MAX_RADIUS_2D",
     "FusedKernelWarning",
@@ -54,6 +55,8 @@ __all__ = [
 MAX_RADIUS_2D: Final[float] = math.sqrt(2.0) / 2.0
 #: Largest frequency of a 1-D map, in cycles per sample.
 MAX_RADIUS_1D: Final[float] = 0.5
+#: Default ``roll_percent``: the share of spectral energy below the roll-off point.
+DEFAULT_ROLL_PERCENT: Final[float] = 0.85
 #: Default bound on the extra memory one call allocates at a time, per device type.
 DEFAULT_MAX_CHUNK_BYTES: Final[dict[str, int]] = {"cpu": 16 * 2**20, "cuda": 1024 * 2**20}
 _FALLBACK_CHUNK_BYTES: Final[int] = 256 * 2**20
@@ -638,7 +641,7 @@ def _pow2_normalized(maps: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 def _spectral_rolloff_impl(
     x: Tensor,
-    roll_percent: float = 0.85,
+    roll_percent: float = DEFAULT_ROLL_PERCENT,
     ndim: int = 2,
     keep_dc: bool = False,
     max_chunk_bytes: int | None = None,
@@ -706,7 +709,7 @@ def _compute(
 
 def spectral_rolloff(
     x: Tensor,
-    roll_percent: float = 0.85,
+    roll_percent: float = DEFAULT_ROLL_PERCENT,
     *,
     ndim: int = 2,
     keep_dc: bool = False,
