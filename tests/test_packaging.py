@@ -147,13 +147,18 @@ def _srop_columns(metrics_csv: Path) -> dict[str, list[float]]:
 
 def _check_srop_columns(metrics_csv: Path, epochs: int) -> None:
     columns = _srop_columns(metrics_csv)
-    # Every Conv2d and pooling layer of the script's Tiny model, with the default statistics.
+    # Every Conv2d and pooling layer of the script's Tiny model, with the default statistics
+    # and the change since the baseline (measured through its validation_step: it has no
+    # forward).
     assert sorted(columns) == sorted(
-        f"srop/net.{i}/{stat}" for i in (0, 2, 3) for stat in ("mean", "median")
+        f"srop/net.{i}/{stat}" for i in (0, 2, 3) for stat in ("mean", "median", "change")
     )
     for name, values in columns.items():
         assert len(values) == epochs, (name, values)
-        assert all(0.0 < v <= MAX_SROP for v in values), (name, values)  # NaN fails too
+        if name.endswith("/change"):
+            assert all(abs(v) < 5.0 for v in values), (name, values)  # NaN fails too
+        else:
+            assert all(0.0 < v <= MAX_SROP for v in values), (name, values)
 
 
 def _run_fit(python: list[str], out: Path, kind: str, *extra: str) -> dict[str, Any]:
@@ -311,7 +316,8 @@ def test_no_figure_drawn_for_csv_logger_only(tmp_path: Path, drawn: list[str]) -
         "SROPCallback: logger CSVLogger has no image support; the SROP figures are not written to it."
     ]
     columns = _srop_columns(tmp_path / "csv" / "version_0" / "metrics.csv")
-    assert set(columns) == {f"srop/net.{i}/{s}" for i in (0, 2) for s in ("mean", "median")}
+    stats = ("mean", "median", "change")
+    assert set(columns) == {f"srop/net.{i}/{s}" for i in (0, 2) for s in stats}
 
 
 @pytest.mark.usefixtures("one_thread")
