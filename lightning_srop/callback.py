@@ -35,17 +35,15 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
-import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.seed import isolate_rng
-from torch import Tensor
-from torchmetrics import Metric
 from typing_extensions import override
 
 from lightning_srop.batches import BatchInput, input_of
 from lightning_srop.compiled import is_compiled
 from lightning_srop.engine import SROPEngine
+from lightning_srop.functional.spectral_rolloff import DEFAULT_ROLL_PERCENT
 from lightning_srop.layers import LayerChoice
 from lightning_srop.loggers import logger_step
 from lightning_srop.measure import measure
@@ -61,66 +59,20 @@ from lightning_srop.options import (
     Unit,
     check_bool,
     check_choice,
+    check_forward,
     check_int,
+    check_prefix,
 )
 from lightning_srop.report import LayerReport, SROPReport
-from lightning_srop.statistics import Statistic
+from lightning_srop.statistics import MergedValue, Statistic
 from lightning_srop.tags import CHANGE, DEFAULT_PREFIX, REPORTS_GROUP, depth_labels, join_tag
 from lightning_srop.transforms import HISTOGRAM_BINS, history
 from lightning_srop.validation_road import run_validation_step, validation_batches
+from lightning_srop.views import write_extras, write_scalars
 
 __all__ = ["SAMPLE_CHOICES", "SROPCallback"]
 
 _OWNER: Final[str] = "SROPCallback"
-
-
-def _options(options: SROPOptions | None, measured: dict[str, Any], owner: str) -> SROPOptions:
-    """The callback's :class:`SROPOptions`: ``options`` when given (then every keyword of its
-    fields must be at its default), else built from those keywords."""
-    if options is None:
-        return SROPOptions(**measured, owner=owner)
-    if not isinstance(options, SROPOptions):
-        raise TypeError(
-            f"{owner}: expected `options` to be None or an SROPOptions; got "
-            f"{type(options).__name__}."
-        )
-    defaults = {f.name: f.default for f in dataclasses.fields(SROPOptions)}
-    changed = [
-        name
-        for name, value in measured.items()
-        if (tuple(value) if isinstance(value, list) else value) != defaults[name]
-    ]
-    if changed:
-        raise ValueError(
-            f"{owner}: pass what is measured either as `options=SROPOptions(...)` or as "
-            f"keywords, not both; got `options` and {', '.join(f'`{n}`' for n in changed)}."
-        )
-    return options.replace(owner=owner)
-
-
-class _Merged(Metric):
-    """One value that the engine already merged across processes, logged as it is.
-
-    Lightning cannot tell that a plain tensor logged per epoch is the same on every process, so
-    under DDP it advises ``sync_dist=True`` for it when the epoch's metrics are computed. A
-    ``Metric`` merges its own state; this one holds the merged value and never syncs: the
-    engine's merge was the collective, and a second one would only average equal values.
-    """
-
-    full_state_update = False
-    value: Tensor
-
-    def __init__(self, value: float, device: torch.device) -> None:
-        super().__init__(sync_on_compute=False)
-        self.add_state("value", torch.tensor(math.nan), dist_reduce_fx=None)
-        self.to(device)
-        self.update(value)
-
-    def update(self, value: float) -> None:
-        self.value = torch.tensor(value, dtype=self.value.dtype, device=self.value.device)
-
-    def compute(self) -> Tensor:
-        return self.value.clone()
 
 
 #: Values of ``sample=``.
@@ -199,7 +151,7 @@ class SROPCallback(Callback):
         every_n_epochs: int = 1,
         sample: Literal["first", "random"] = "first",
         seed: int = 0,
-        roll_percent: float = 0.85,
+        roll_percent: float = DEFAULT_ROLL_PERCENT,
         keep_dc: bool = False,
         ndim: int | None = None,
         unit: Unit = "layer",
@@ -242,7 +194,7 @@ class SROPCallback(Callback):
             "input_key": input_key,
             "compiled": compiled,
         }
-        self.options = _options(options, measured, owner)
+        self.options = SROPOptions.given(options, measured, owner)
         # When and where it is logged: the callback's own options.
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", owner, minimum=1)
         check_choice(sample, SAMPLE_CHOICES, "sample", owner)
@@ -250,12 +202,7 @@ class SROPCallback(Callback):
         self.seed = check_int(seed, "seed", owner, minimum=-(2**63), maximum=2**64 - 1)
         self.log_histograms = check_bool(log_histograms, "log_histograms", owner)
         self.log_figure = check_bool(log_figure, "log_figure", owner)
-        if not isinstance(prefix, str) or not prefix or prefix.strip("/") != prefix:
-            raise ValueError(
-                "SROPCallback: expected `prefix` to be a non-empty str without leading or "
-                f"trailing '/'; got {prefix!r}."
-            )
-        self.prefix = prefix
+        self.prefix = check_prefix(prefix, owner)
         self.baseline = check_bool(baseline, "baseline", owner)
         self.ordered_tags = check_bool(ordered_tags, "ordered_tags", owner)
         self.histogram_bins = (
@@ -264,16 +211,14 @@ class SROPCallback(Callback):
             else check_int(histogram_bins, "histogram_bins", owner, minimum=1)
         )
         self.save_reports = check_bool(save_reports, "save_reports", owner)
-        if forward is not None and not callable(forward):
-            raise TypeError(
-                f"{owner}: expected `forward` to be None or a callable (pl_module, batch) -> "
-                f"output; got {type(forward).__name__}."
-            )
-        self.forward = forward
+        self.forward = check_forward(forward, owner)
         #: The baseline measurement (this process's copy; ``None`` before it, and after a
         #: resume, where only its means come back from the checkpoint).
         self.baseline_report: SROPReport | None = None
+        self._start_state()
 
+    def _start_state(self) -> None:
+        """The run's state before any fit: nothing measured, nothing said, nothing declared."""
         self.last_report: SROPReport | None = None
         self._engine: SROPEngine | None = None
         self._draws = 0  # random choices of batches made so far (the k of the next draw)
@@ -283,7 +228,7 @@ class SROPCallback(Callback):
         self._batch_counter = 0
         self._measured_batches = 0
         self._chosen: set[int] | None = None  # None: the first `num_batches`
-        self._notices = Notices(owner)
+        self._notices = Notices(_OWNER)
         self._baseline: dict[str, float] | None = None  # layer -> baseline mean SROP
         self._history: list[dict[str, Any]] = []  # per measured epoch: small means only
         self._tag_index: dict[str, int] = {}  # layer -> depth index in logger tags
@@ -600,7 +545,7 @@ class SROPCallback(Callback):
         for key, value in values.items():
             pl_module.log(
                 key,
-                _Merged(value, pl_module.device),  # already merged: the same on every process
+                MergedValue(value, pl_module.device),  # already merged: the same on every process
                 on_step=False,
                 on_epoch=True,
                 # the callback writes the loggers' scalars itself (`_log_views`): every layer
@@ -645,67 +590,21 @@ class SROPCallback(Callback):
         return depth_labels(self._tag_index, names)
 
     def _log_views(self, trainer: Trainer, reports: Sequence[LayerReport]) -> None:
-        """The loggers' scalars and the W&B charts (rank zero): in TensorBoard every layer is a
-        run of its own (one chart per statistic, a line per layer), other loggers get flat
-        keys."""
-        from lightning_srop.loggers import (
-            define_wandb_metrics,
-            layer_tag,
-            log_layer_runs,
-            log_scalars,
-            log_wandb_charts,
-        )
-
-        step = logger_step(trainer)
+        """The loggers' scalars and the W&B charts (rank zero), see
+        :func:`~lightning_srop.views.write_scalars`."""
         names = [r.name for r in reports]
-        runs = self._labels(names, indexed=True)
-        labels = self._labels(names)
-        scalars = self._scalars(reports)
-        epoch = trainer.current_epoch
-        others = log_layer_runs(
+        self._labels(names)  # number new layers in forward order
+        self._layout = write_scalars(
             trainer.loggers,
-            {runs[name]: values for name, values in scalars.items()},
-            step=step,
-            epoch=epoch,
+            self._scalars(reports),
+            self._history_reports(),
+            step=logger_step(trainer),
+            epoch=trainer.current_epoch,
             prefix=self.prefix,
+            labels=lambda layers, indexed=None: self._labels(layers, indexed),
+            order=self._tag_index,
+            declared=self._layout,
         )
-        log_scalars(
-            others,
-            {labels[name]: values for name, values in scalars.items()},
-            step=step,
-            epoch=epoch,
-            prefix=self.prefix,
-        )
-        # W&B: one chart per statistic, every layer (forward order) a line.
-        stats = tuple(dict.fromkeys(stat for values in scalars.values() for stat in values))
-        if (
-            self._layout is None
-            or not set(names) <= set(self._layout[0])
-            or stats != self._layout[1]
-        ):
-            # The first measured epoch, or layers/statistics that are not declared yet.
-            every = sorted(
-                {*(self._layout[0] if self._layout else ()), *names},
-                key=lambda name: self._tag_index[name],
-            )
-            labelled = self._labels(every)
-            define_wandb_metrics(
-                others,
-                [
-                    layer_tag(None, self.prefix, labelled[name], stat)
-                    for stat in stats
-                    for name in every
-                ],
-            )
-            self._layout = (tuple(every), stats)
-        reports_so_far = self._history_reports()
-        curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
-        for stat in stats:
-            by_layer = history(reports_so_far, stat, skip_missing=True)
-            if by_layer:
-                labelled = self._labels(list(by_layer))
-                curves[stat] = {labelled[name]: points for name, points in by_layer.items()}
-        log_wandb_charts(others, curves, step=step, prefix=self.prefix)
 
     def _save_report(self, trainer: Trainer, report: SROPReport) -> Path:
         directory = Path(trainer.log_dir or trainer.default_root_dir) / (
@@ -717,84 +616,24 @@ class SROPCallback(Callback):
         return path
 
     def _log_extras(self, trainer: Trainer, reports: list[LayerReport]) -> None:
-        """Histograms and the per-layer figure, for the attached loggers that take them.
-
-        Nothing is computed or drawn for output that no attached logger takes (``CSVLogger``
-        takes neither), and a missing optional dependency (matplotlib for the figure) is one
-        notice, never an error.
-        """
-        from lightning_srop.loggers import log_figure, log_histograms, loggers_taking
-
-        step = logger_step(trainer)  # the step Lightning logs the epoch's scalars at
-        if self.log_histograms:
-            histogram_loggers, skipped = loggers_taking(trainer.loggers, "histograms")
-            for name in skipped:
-                self._notice(
-                    f"hist:{name}",
-                    f"logger {name} has no histogram support; SROP histograms are not written "
-                    "to it (scalars are).",
-                )
-            if histogram_loggers:
-                log_histograms(
-                    histogram_loggers,
-                    reports,
-                    step=step,
-                    prefix=self.prefix,
-                    labels=self._labels([r.name for r in reports]),
-                    max_bins=self.histogram_bins,
-                    runs=self._labels([r.name for r in reports], indexed=True),
-                )
-        if not self.log_figure:
-            return
-        image_loggers, skipped = loggers_taking(trainer.loggers, "images")
-        for name in skipped:
-            self._notice(
-                f"figure:{name}",
-                f"logger {name} has no image support; the SROP figures are not written to it.",
-            )
-        if not image_loggers:
-            return  # no logger could show the figure: do not draw it
-        from lightning_srop.plots import (  # imports without matplotlib
-            plot_heatmap,
-            plot_layer_profile,
-            plot_srop_over_epochs,
-            short_names,
-            unit_label,
+        """Histograms and figures, see :func:`~lightning_srop.views.write_extras`."""
+        names = [r.name for r in reports]
+        write_extras(
+            trainer.loggers,
+            reports,
+            step=logger_step(trainer),
+            epoch=trainer.current_epoch,
+            prefix=self.prefix,
+            unit=self.options.unit,
+            histograms=self.log_histograms,
+            figures=self.log_figure,
+            max_bins=self.histogram_bins,
+            labels=self._labels(names),
+            runs=self._labels(names, indexed=True),
+            history=self.history,
+            changes=self.history_of(CHANGE),
+            say=self._notice,
         )
-
-        unit = unit_label(self.options.unit)
-        epoch = trainer.current_epoch
-        try:
-            figure = plot_layer_profile(
-                reports, unit=unit, title=f"SROP per layer, epoch {epoch}", compact=True
-            )
-            log_figure(image_loggers, figure, tag=join_tag(self.prefix, "layer_profile"), step=step)
-            curves = self.history
-            shown = dict(zip(short_names(list(curves)), curves.values(), strict=True))
-            figure = plot_srop_over_epochs(
-                shown, unit=unit, title=f"mean SROP per layer, up to epoch {epoch}", compact=True
-            )
-            log_figure(image_loggers, figure, tag=join_tag(self.prefix, "over_epochs"), step=step)
-            changes = self.history_of(CHANGE)
-            if changes:
-                figure = plot_heatmap(
-                    dict(zip(short_names(list(changes)), changes.values(), strict=True)),
-                    title=f"SROP change since init, epoch {epoch}",
-                    compact=True,
-                )
-                log_figure(
-                    image_loggers, figure, tag=join_tag(self.prefix, "change_heatmap"), step=step
-                )
-        except ModuleNotFoundError as err:
-            missing = (err.name or "").partition(".")[0]
-            if missing not in ("matplotlib", "PIL"):  # optional dependencies of figures only
-                raise
-            self._notice(
-                "figure-import",
-                f"the SROP figure needs {'Pillow' if missing == 'PIL' else 'matplotlib'}, which "
-                "is not installed; it is not drawn (scalars and histograms are still logged). "
-                "Install it with: pip install 'lightning-srop[plots]'.",
-            )
 
     @override
     def on_exception(

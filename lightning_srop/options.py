@@ -36,7 +36,9 @@ __all__ = [
     "Unit",
     "check_bool",
     "check_choice",
+    "check_forward",
     "check_int",
+    "check_prefix",
 ]
 
 Unit: TypeAlias = Literal["layer", "input"]
@@ -97,6 +99,26 @@ def check_bool(value: object, argument: str, owner: str) -> bool:
     if isinstance(value, bool) or type(value).__name__ == "bool_":
         return bool(value)
     raise TypeError(f"{owner}: expected `{argument}` to be a bool; got {value!r}.")
+
+
+def check_prefix(prefix: object, owner: str) -> str:
+    """A logged names' prefix: a non-empty ``str`` without leading or trailing ``/``."""
+    if not isinstance(prefix, str) or not prefix or prefix.strip("/") != prefix:
+        raise ValueError(
+            f"{owner}: expected `prefix` to be a non-empty str without leading or trailing "
+            f"'/'; got {prefix!r}."
+        )
+    return prefix
+
+
+def check_forward(forward: Any, owner: str) -> Any:
+    """``None`` or a callable ``(model, batch) -> output``, else ``TypeError``."""
+    if forward is not None and not callable(forward):
+        raise TypeError(
+            f"{owner}: expected `forward` to be None or a callable (model, batch) -> output; "
+            f"got {type(forward).__name__}."
+        )
+    return forward
 
 
 def _check_stats(stats: object, owner: str) -> tuple[str, ...]:
@@ -281,6 +303,42 @@ class SROPOptions:
         if not isinstance(self.input_key, str):
             raise TypeError(f"{owner}: expected `input_key` to be a str; got {self.input_key!r}.")
         check_choice(self.compiled, COMPILED_CHOICES, "compiled", owner)
+
+    @classmethod
+    def given(
+        cls, options: SROPOptions | None, keywords: Mapping[str, Any], owner: str
+    ) -> SROPOptions:
+        """The options of a caller that takes them whole (``options=``) or as the keywords of
+        their fields (the callback): ``options`` when given, and then every keyword must be at
+        its default, else built from the keywords.
+
+        Examples:
+            >>> SROPOptions.given(None, {"unit": "input"}, "demo").unit
+            'input'
+            >>> SROPOptions.given(SROPOptions(), {"unit": "input"}, "demo")
+            Traceback (most recent call last):
+            ...
+            ValueError: demo: pass what is measured either as `options=SROPOptions(...)` ...
+        """
+        if options is None:
+            return cls(**keywords, owner=owner)
+        if not isinstance(options, SROPOptions):
+            raise TypeError(
+                f"{owner}: expected `options` to be None or an SROPOptions; got "
+                f"{type(options).__name__}."
+            )
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        changed = [
+            name
+            for name, value in keywords.items()
+            if (tuple(value) if isinstance(value, list) else value) != defaults[name]
+        ]
+        if changed:
+            raise ValueError(
+                f"{owner}: pass what is measured either as `options=SROPOptions(...)` or as "
+                f"keywords, not both; got `options` and {', '.join(f'`{n}`' for n in changed)}."
+            )
+        return options.replace(owner=owner)
 
     def replace(self, **changes: Any) -> SROPOptions:
         """A copy with ``changes`` applied and validated again.

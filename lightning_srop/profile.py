@@ -165,9 +165,9 @@ def profile(
 ) -> SROPReport:
     """Per-layer SROP statistics of ``model`` over ``data``, without a Trainer.
 
-    :func:`~lightning_srop.measure.measure` runs it, as it runs
-    the callback's baseline: eval mode, no grad, every module's mode (and device) restored, no
-    hook left behind. The statistics stay local to the process (safe on one rank only).
+    :func:`~lightning_srop.measure.measure` runs it, as it runs the callback's baseline: eval
+    mode, no grad, each module's mode (and device) restored, no hook left behind; local to
+    the process (safe on one rank only).
 
     Args:
         model: any ``nn.Module``; it is called as ``model(x)`` on each batch's input, or as
@@ -179,11 +179,11 @@ def profile(
             input under ``input_key``.
         options: an :class:`~lightning_srop.options.SROPOptions`; default: default options
             with ``num_batches=None`` (every batch of ``data``).
-        device: run on this device (the model is moved there and back); default the model's.
+        device: run on this device (the model is moved there and back; default: its own).
         autocast: run the forward passes under ``torch.autocast`` with this dtype (e.g.
             ``torch.bfloat16``), as mixed-precision training does; SROPs are computed in float32.
         progress: show a progress bar (tqdm); default: on a terminal, from 20 batches.
-        label: stored in the report (legends of comparisons).
+        label: stored in the report (the legend of comparisons).
         forward: a callable ``(model, batch) -> output`` that runs the model on a whole
             batch, for batches of any other form, e.g. ``lambda m, b: m(**b)`` for Hugging
             Face dict batches. The input is still looked up (``input_key``) for the report's

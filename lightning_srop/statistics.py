@@ -24,7 +24,14 @@ from lightning_srop.functional.spectral_rolloff import (
     _spectral_rolloff_impl,
 )
 
-__all__ = ["QUANTILES", "STATISTICS", "SROPStatistics", "Statistic", "histogram_quantile"]
+__all__ = [
+    "QUANTILES",
+    "STATISTICS",
+    "MergedValue",
+    "SROPStatistics",
+    "Statistic",
+    "histogram_quantile",
+]
 
 #: Quantile levels reported by :meth:`SROPStatistics.compute`, by name.
 QUANTILES: Final[dict[str, float]] = {
@@ -368,3 +375,28 @@ class SROPStatistics(Metric):
         out["flat_fraction"] = self.flat.to(f64) / total  # 0 / 0 = NaN when nothing was seen
         out["invalid_fraction"] = self.invalid.to(f64) / total
         return {key: out[key] for key in STATISTICS}
+
+
+class MergedValue(Metric):
+    """One value that the engine already merged across processes, logged as it is.
+
+    Lightning cannot tell that a plain tensor logged per epoch is the same on every process, so
+    under DDP it advises ``sync_dist=True`` for it when the epoch's metrics are computed. A
+    ``Metric`` merges its own state; this one holds the merged value and never syncs: the
+    engine's merge was the collective, and a second one would only average equal values.
+    """
+
+    full_state_update = False
+    value: Tensor
+
+    def __init__(self, value: float, device: torch.device) -> None:
+        super().__init__(sync_on_compute=False)
+        self.add_state("value", torch.tensor(math.nan), dist_reduce_fx=None)
+        self.to(device)
+        self.update(value)
+
+    def update(self, value: float) -> None:
+        self.value = torch.tensor(value, dtype=self.value.dtype, device=self.value.device)
+
+    def compute(self) -> Tensor:
+        return self.value.clone()
