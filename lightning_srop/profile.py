@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -170,8 +170,7 @@ def profile(
     the process (safe on one rank only).
 
     Args:
-        model: any ``nn.Module``; it is called as ``model(x)`` on each batch's input, or as
-            ``forward(model, batch)``.
+        model: any ``nn.Module``, called as ``model(x)`` or ``forward(model, batch)``.
         data: one batch (a tensor, or a list of image tensors for a model that takes one) or
             an iterable of batches (a list, a ``DataLoader``). A batch is a tensor, a
             tuple/list whose first item is the input (``(x, y)``, or ``(images, targets)``
@@ -214,9 +213,8 @@ def profile(
     engine = SROPEngine(model, options=options, sync=False, owner=owner)
     original_device = _model_device(model)
     target = torch.device(device) if device is not None else original_device
-    moved = target != original_device
-    call = _Call(model, options, target, forward, autocast)
-    limited: Iterator[Any] = itertools.islice(batches, options.num_batches)
+    moved, call = target != original_device, _Call(model, options, target, forward, autocast)
+    limited = itertools.islice(batches, options.num_batches)
     shown = _progress(limited, _length(batches, options.num_batches), progress, "SROP")
     try:
         if moved:
