@@ -22,22 +22,22 @@ from lightning_srop.functional.spectral_rolloff import (
     set_plan_cache_bytes,
 )
 
-srop_module = sys.modules["lightning_srop.functional.spectral_rolloff"]
+plans_module = sys.modules["lightning_srop.functional._plans"]
 
 
 @pytest.fixture
 def small_cache() -> Iterator[int]:
     budget = 2 * 2**20
-    srop_module._PLAN_CACHE.clear()
+    plans_module._PLAN_CACHE.clear()
     set_plan_cache_bytes(budget)
     yield budget
     set_plan_cache_bytes(DEFAULT_PLAN_CACHE_BYTES)
-    srop_module._PLAN_CACHE.clear()
+    plans_module._PLAN_CACHE.clear()
 
 
 def _held_bytes() -> int:
     """Bytes of every tensor the cache holds, counted independently of its own bookkeeping."""
-    plans = list(srop_module._PLAN_CACHE._plans.values())
+    plans = list(plans_module._PLAN_CACHE._plans.values())
     tensors = [t for p in plans for t in (p.order, *p.radius.values(), *p.weight.values())]
     tensors += [t for p in plans for t in p.weight_no_dc.values()]
     return sum(t.numel() * t.element_size() for t in tensors)
@@ -51,7 +51,7 @@ def test_many_signal_lengths_keep_the_cache_within_budget(small_cache: int) -> N
         peak = max(peak, _held_bytes())
     assert peak <= small_cache
     assert plan_cache_bytes() == _held_bytes() > small_cache // 2
-    assert len(srop_module._PLAN_CACHE) < 300
+    assert len(plans_module._PLAN_CACHE) < 300
 
 
 def test_results_stay_correct_after_eviction(small_cache: int) -> None:
@@ -61,7 +61,7 @@ def test_results_stay_correct_after_eviction(small_cache: int) -> None:
     np.testing.assert_array_equal(spectral_rolloff(first, ndim=1).numpy(), want.astype(np.float32))
     for length in range(3002, 3100):  # evicts the plan of length 3001
         spectral_rolloff(torch.randn(1, length, generator=gen), ndim=1)
-    assert (1, 3001, "cpu") not in srop_module._PLAN_CACHE._plans
+    assert (1, 3001, "cpu") not in plans_module._PLAN_CACHE._plans
     got = spectral_rolloff(first, ndim=1)  # rebuilt plan
     np.testing.assert_array_equal(got.numpy(), want.astype(np.float32))
     maps = torch.randn(40, 20, 24, generator=gen)
@@ -80,18 +80,18 @@ def test_a_plan_larger_than_the_budget_is_used_but_not_kept(small_cache: int) ->
     assert _held_bytes() == 0 and plan_cache_bytes() == 0
     set_plan_cache_bytes(0)
     np.testing.assert_array_equal(spectral_rolloff(x).numpy(), want.astype(np.float32))
-    assert len(srop_module._PLAN_CACHE) == 0
+    assert len(plans_module._PLAN_CACHE) == 0
 
 
 def test_lowering_the_budget_evicts_least_recently_used_first(small_cache: int) -> None:
     for size in (10, 11, 12):
         spectral_rolloff(torch.randn(2, size, size))
     spectral_rolloff(torch.randn(2, 10, 10))  # 10 x 10 is now the most recently used
-    keys = list(srop_module._PLAN_CACHE._plans)
+    keys = list(plans_module._PLAN_CACHE._plans)
     assert keys == [(11, 11, "cpu"), (12, 12, "cpu"), (10, 10, "cpu")]
-    plan10 = srop_module._PLAN_CACHE._plans[(10, 10, "cpu")]
+    plan10 = plans_module._PLAN_CACHE._plans[(10, 10, "cpu")]
     set_plan_cache_bytes(plan10.nbytes)
-    assert list(srop_module._PLAN_CACHE._plans) == [(10, 10, "cpu")]
+    assert list(plans_module._PLAN_CACHE._plans) == [(10, 10, "cpu")]
 
 
 @pytest.mark.parametrize("budget", [-1, 1.5, "1", True])
@@ -106,7 +106,7 @@ def test_budget_from_environment_variable() -> None:
         import torch
         from lightning_srop.functional import spectral_rolloff as f
         import sys
-        m = sys.modules["lightning_srop.functional.spectral_rolloff"]
+        m = sys.modules["lightning_srop.functional._plans"]
         print(m._PLAN_CACHE.budget)
         """
     )
