@@ -143,9 +143,14 @@ def fit(
     options.setdefault("layers", ["conv1", "conv2"])
     options.setdefault("num_batches", 3)
     callback = SROPCallback(log_histograms=False, log_figure=False, **options)
-    trainer = L.Trainer(
+    one_epoch(root, callback, devices=1).fit(model, datamodule=data)
+    return callback
+
+
+def one_epoch(root: Path | str, callback: SROPCallback, **kwargs: Any) -> L.Trainer:
+    """A quiet CPU Trainer for one epoch, no sanity check (the baseline is the first pass)."""
+    return L.Trainer(
         accelerator="cpu",
-        devices=1,
         max_epochs=1,
         callbacks=[callback],
         logger=False,
@@ -154,9 +159,8 @@ def fit(
         enable_model_summary=False,
         num_sanity_val_steps=0,
         default_root_dir=root,
+        **kwargs,
     )
-    trainer.fit(model, datamodule=data)
-    return callback
 
 
 def changes(callback: SROPCallback) -> dict[str, float]:
@@ -336,19 +340,8 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     callback = SROPCallback(
         layers=["conv1", "conv2"], num_batches=2, log_histograms=False, log_figure=False
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=world_size,
-        strategy=DDPStrategy(process_group_backend="gloo", start_method="popen"),
-        max_epochs=1,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=out_dir,
-    )
+    strategy = DDPStrategy(process_group_backend="gloo", start_method="popen")
+    trainer = one_epoch(out_dir, callback, devices=world_size, strategy=strategy)
     trainer.fit(TwoConv(), datamodule=SmoothingData())
     torch.save(
         {"change": changes(callback), "baseline": callback.baseline_means},
