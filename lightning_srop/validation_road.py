@@ -87,7 +87,7 @@ def untouched(pl_module: LightningModule) -> Iterator[None]:
     metrics = [m for m in pl_module.modules() if isinstance(m, Metric)]
     saved_metrics = [copy.deepcopy(_metric_state(m)) for m in metrics]
     containers = {
-        name: copy.copy(value)
+        name: (value, copy.copy(value))
         for name, value in vars(pl_module).items()
         if not name.startswith("_") and isinstance(value, (list, dict, set))
     }
@@ -100,13 +100,13 @@ def untouched(pl_module: LightningModule) -> Iterator[None]:
         for metric, state in zip(metrics, saved_metrics, strict=True):
             for attr, value in state.items():
                 setattr(metric, attr, value)
-        for name, saved in containers.items():
-            value = vars(pl_module).get(name)
+        for name, (value, saved) in containers.items():
+            setattr(pl_module, name, value)  # the same object, even if the step rebound it
             if isinstance(value, list):
                 value[:] = saved
-            elif isinstance(value, (dict, set)):
+            else:
                 value.clear()
-                value.update(saved)
+                value.update(saved)  # type: ignore[arg-type]
 
 
 def _silent(*args: Any, **kwargs: Any) -> None:
