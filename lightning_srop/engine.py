@@ -138,7 +138,9 @@ class SROPEngine:
         self._holds_stance = False
         # Layout decisions, once per (layer, where in the output, shape); see lightning_srop.layouts.
         self.evidence = Evidence()
-        self._readings: dict[tuple[str, str, tuple[int, ...]], tuple[Reading | Refusal, int]] = {}
+        self._readings: dict[
+            tuple[bool, str, str, tuple[int, ...]], tuple[Reading | Refusal, int]
+        ] = {}
         self._evidence_handles: list[RemovableHandle] = []
         self._want_evidence = False
         self._missed = False  # a reading was decided (not cached) in this batch
@@ -313,7 +315,9 @@ class SROPEngine:
             tensor, source = unwrap_output(output)
             if tensor is None or tensor.dim() not in (3, 4) or not tensor.is_floating_point():
                 return
-            reading = self._reading(f"\0{raw}", module, tensor, source, args, kwargs, output)
+            reading = self._reading(
+                raw, module, tensor, source, args, kwargs, output, measured=False
+            )
             if isinstance(reading, Reading):
                 self.evidence.note(tensor, reading)
 
@@ -356,12 +360,13 @@ class SROPEngine:
         args: Any,
         kwargs: Any,
         output: Any,
+        *,
+        measured: bool = True,
     ) -> Reading | Refusal:
-        """The reading of this output, decided once per layer and shape (see lightning_srop.layouts).
-
-        Names starting with NUL are evidence modules: read with default options, never
-        announced."""
-        cache_key = (name, source, tuple(tensor.shape))
+        """The reading of this output, decided once per layer and shape (see
+        :mod:`lightning_srop.layouts`). Modules that are not ``measured`` (evidence only) are
+        read with default options and never announced."""
+        cache_key = (measured, name, source, tuple(tensor.shape))
         cached = self._readings.get(cache_key)
         version = self.evidence.version
         if cached is not None and (
@@ -369,7 +374,6 @@ class SROPEngine:
         ):
             return cached[0]
         self._missed = True
-        measured = not name.startswith("\0")
         layout, for_layer = self.options.layout_of(name) if measured else ("auto", False)
         grid, prefix = self.options.grid_of(name) if measured else (None, None)
         sizes = int_sizes((*args, *(kwargs or {}).values()))

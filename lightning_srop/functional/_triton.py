@@ -130,11 +130,9 @@ if _HAVE_TRITON:
             dc_im = dc_im.to(tl.float64)
         everything = kept if KEEP_DC else kept + (dc_re * dc_re + dc_im * dc_im)
 
-        # Pass 2: first bin whose cumulative energy reaches the threshold: a scan within each
-        # block plus a compensated running sum across blocks. For float32 maps the comparison
-        # is made in float32, as in the plain path, so that energy at the level of float32
-        # rounding (every bin of a float32 FFT has some) does not move the roll-off, e.g. at
-        # roll_percent = 1.
+        # Pass 2: first bin whose cumulative energy reaches the threshold (a scan per block, a
+        # compensated running sum across blocks). float32 maps compare in float32, as the plain
+        # path does, so float32 rounding energy (in every bin) does not move the roll-off.
         threshold = kept * roll_percent
         threshold32 = kept.to(tl.float32) * roll_percent
         running = kept * 0.0

@@ -156,9 +156,7 @@ def read_layout(
     where = f"layer {name!r} ({type(module).__name__})"
     dims = tensor.dim()
     shape = tuple(int(s) for s in tensor.shape)
-    evidence.check_reorder(
-        f"{name.lstrip(chr(0))!r} ({type(module).__name__})", inputs, tensor, module
-    )
+    evidence.check_reorder(f"{name!r} ({type(module).__name__})", inputs, tensor, module)
     if dims == 2 and shape[0] == shape[1] and _token_count(shape[0], evidence, sizes):
         return _attention(where, shape, shape[0])
     if dims not in (3, 4):
