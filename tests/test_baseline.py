@@ -13,6 +13,7 @@ import lightning.pytorch as L
 import pytest
 import torch
 from _ddp import InputRecorder, run_two_processes, set_ddp_environment
+from _trainers import quiet_trainer
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
@@ -58,20 +59,7 @@ def data(n: int, seed: int) -> TensorDataset:
 
 
 def fit_trainer(root: Path, callbacks: list[Callback], **kw: Any) -> L.Trainer:
-    kw.setdefault("max_epochs", 2)
-    kw.setdefault("enable_checkpointing", False)
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        deterministic=True,
-        **kw,
-    )
+    return quiet_trainer(root, callbacks, **{"max_epochs": 2, "deterministic": True, **kw})
 
 
 def expected_change(

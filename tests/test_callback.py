@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from _srop_reference import srop_reference as np_srop
+from _trainers import quiet_trainer
 from _wandb_reader import read_wandb_records as _wandb_records
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
@@ -93,20 +94,8 @@ def loaders(shuffle: bool = True, n_val: int = 32) -> tuple[DataLoader[Any], Dat
 
 
 def trainer(tmp_path: Path, callbacks: list[Callback], logger: Any = False, **kw: Any) -> L.Trainer:
-    kw.setdefault("max_epochs", 2)
-    kw.setdefault("enable_checkpointing", False)
-    kw.setdefault("num_sanity_val_steps", 0)
-    return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        callbacks=callbacks,
-        logger=logger,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        deterministic=True,
-        **kw,
-    )
+    kw = {"max_epochs": 2, "deterministic": True, "logger": logger, **kw}
+    return quiet_trainer(tmp_path, callbacks, **kw)
 
 
 class WeightRecorder(Callback):

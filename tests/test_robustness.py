@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from _srop_reference import srop_reference as np_srop
+from _trainers import quiet_trainer
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -66,22 +67,6 @@ def reference_mean(model: nn.Module, x: Tensor, name: str) -> tuple[float, int]:
     ref = np_srop(np.concatenate(outs)).ravel()
     ref = ref[np.isfinite(ref)]
     return float(ref.mean()), int(ref.size)
-
-
-def quiet_trainer(tmp_path: Path, callbacks: list[Any], **kw: Any) -> L.Trainer:
-    kw.setdefault("max_epochs", 1)
-    return L.Trainer(
-        accelerator="cpu",
-        devices=kw.pop("devices", 1),
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        default_root_dir=tmp_path,
-        **kw,
-    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import pytest
 import torch
 from _ddp import run_two_processes, set_ddp_environment
 from _srop_reference import srop_reference
+from _trainers import quiet_trainer
 from lightning.pytorch.strategies import DDPStrategy
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -148,19 +149,8 @@ def fit(
 
 
 def one_epoch(root: Path | str, callback: SROPCallback, **kwargs: Any) -> L.Trainer:
-    """A quiet CPU Trainer for one epoch, no sanity check (the baseline is the first pass)."""
-    return L.Trainer(
-        accelerator="cpu",
-        max_epochs=1,
-        callbacks=[callback],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        default_root_dir=root,
-        **kwargs,
-    )
+    """One epoch, no sanity check: the baseline is the first pass over the validation data."""
+    return quiet_trainer(root, [callback], **kwargs)
 
 
 def changes(callback: SROPCallback) -> dict[str, float]:
