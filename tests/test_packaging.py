@@ -477,10 +477,7 @@ FIRST_PARTY = {
     "recipes",
     "tests",
     "conftest",
-    "_srop_reference",
-    "_wandb_reader",
-    "_cli_module",
-    "_ddp",
+    *(path.stem for path in Path(__file__).parent.glob("_*.py")),  # the tests' helpers
     "test_robustness",
     "test_recipes",
     "sphinx_roles",  # docs/hooks/sphinx_roles.py, the docs build's griffe extension
