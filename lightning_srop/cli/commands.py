@@ -117,6 +117,19 @@ def _unique(labels: Sequence[str]) -> list[str]:
     return out
 
 
+def _run_reports(source: str, prefix: str) -> list[SROPReport]:
+    """The reports per epoch of a run directory, or the usage error that says why none."""
+    from lightning_srop.runs import read_run
+
+    try:
+        reports = read_run(Path(source), prefix=prefix)
+    except (ValueError, OSError) as err:
+        raise _Usage(str(err)) from err
+    if not reports:
+        raise _Usage(f"{source!r}: no SROP scalars with prefix {prefix!r}.")
+    return reports
+
+
 def _read_reports(args: Compare) -> tuple[list[SROPReport], list[str]]:
     """The reports to compare (files, or the last epoch of run directories), default labels."""
     reports: list[SROPReport] = []
@@ -124,15 +137,7 @@ def _read_reports(args: Compare) -> tuple[list[SROPReport], list[str]]:
     for source in args.reports:
         path = Path(source)
         if path.is_dir():
-            from lightning_srop.runs import read_run
-
-            try:
-                found = read_run(path, prefix=args.prefix)
-            except (ValueError, OSError) as err:
-                raise _Usage(str(err)) from err
-            if not found:
-                raise _Usage(f"{source!r}: no SROP scalars with prefix {args.prefix!r}.")
-            report = found[-1]
+            report = _run_reports(source, args.prefix)[-1]
             epoch = "" if report.epoch is None else f" epoch {report.epoch}"
             defaults.append(report.label or f"{path.name}{epoch}")
         elif path.is_file():
@@ -183,17 +188,12 @@ def _compare_command(args: Compare) -> int:
 def _export_command(args: Export) -> int:
 
     from lightning_srop.plots import plot_change_heatmap, plot_over_epochs, save_figure
-    from lightning_srop.runs import read_run, to_csv
+    from lightning_srop.runs import to_csv
 
     run = Path(args.run)
     if not run.exists():
         raise _Usage(f"{args.run!r}: no such run directory.")
-    try:
-        reports = read_run(run, prefix=args.prefix)
-    except (ValueError, OSError) as err:
-        raise _Usage(str(err)) from err
-    if not reports:
-        raise _Usage(f"{args.run!r}: no SROP scalars with prefix {args.prefix!r}.")
+    reports = _run_reports(args.run, args.prefix)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "srop.csv"
