@@ -49,7 +49,7 @@ import importlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 from torch import nn
 
@@ -61,6 +61,7 @@ __all__ = [
     "LayerChoice",
     "ResolvedLayers",
     "clean_name",
+    "import_object",
     "is_scripted",
     "is_token_attention",
     "normalize_layer_choice",
@@ -217,16 +218,34 @@ def _is_module_type(value: object) -> bool:
     return isinstance(value, type) and issubclass(value, nn.Module)
 
 
+def import_object(path: str) -> Any:
+    """The object at dotted ``path`` (``package.module.Name``), or ``LookupError`` saying
+    which part cannot be found (the command line's ``--model`` and class paths in ``layers=``).
+
+    Examples:
+        >>> import_object("torch.nn.Conv2d").__name__
+        'Conv2d'
+    """
+    module_name, _, attribute = path.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise LookupError(f"cannot import module {module_name!r} ({err})") from err
+    try:
+        return getattr(module, attribute)
+    except AttributeError:
+        raise LookupError(f"module {module_name!r} has no attribute {attribute!r}") from None
+
+
 def _import_module_type(path: str) -> type[nn.Module] | str | None:
     """The module class at dotted ``path``; ``None`` if it does not look like a class path;
     the reason as a ``str`` if it looks like one but cannot be imported as a module class."""
     if not _CLASS_PATH.fullmatch(path):
         return None
-    module_name, _, attr = path.rpartition(".")
     try:
-        value = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        return f"{type(err).__name__}: {err}"
+        value = import_object(path)
+    except LookupError as err:
+        return str(err)
     if _is_module_type(value):
         return value  # type: ignore[no-any-return]
     return f"{path} is a {type(value).__name__}, not a torch.nn.Module subclass"

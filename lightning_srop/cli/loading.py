@@ -4,7 +4,6 @@ and an image folder, the bundled digits or a torchvision data set, transformed f
 from __future__ import annotations
 
 import difflib
-import importlib
 import inspect
 import typing
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from lightning_srop.cli.parser import (
     _one_line,
     _Usage,
 )
+from lightning_srop.layers import import_object
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -32,21 +32,9 @@ _IMAGENET_STD: Final[tuple[float, float, float]] = (0.229, 0.224, 0.225)
 # profile: model
 
 
-def _import_object(path: str) -> Any:
-    module_name, _, attribute = path.rpartition(".")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise LookupError(f"cannot import module {module_name!r} ({err})") from err
-    try:
-        return getattr(module, attribute)
-    except AttributeError:
-        raise LookupError(f"module {module_name!r} has no attribute {attribute!r}") from None
-
-
 def _class_model(args: Profile) -> nn.Module:
     try:
-        cls = _import_object(args.model)
+        cls = import_object(args.model)
     except LookupError as err:
         raise _Usage(f"--model {args.model!r}: {err}.") from err
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
